@@ -55,6 +55,14 @@ class Writer:
         self._parts.append(bytes(value))
         return self
 
+    def blob32(self, value: bytes) -> Writer:
+        """Bytes with a u32 length prefix, for large structures such as room snapshots."""
+        if len(value) > _U32_MAX:
+            raise LocalProtocolError(f"blob of {len(value)} bytes is too long to encode")
+        self.u32(len(value))
+        self._parts.append(bytes(value))
+        return self
+
     def text(self, value: str) -> Writer:
         """UTF-8 text with a u16 byte-length prefix."""
         return self.blob(value.encode("utf-8"))
@@ -114,6 +122,12 @@ class Reader:
 
     def blob(self, max_length: int = _U16_MAX) -> bytes:
         length = self.u16()
+        if length > max_length:
+            raise WireError(f"{self.what}: field of {length} bytes exceeds limit {max_length}")
+        return bytes(self._take(length))
+
+    def blob32(self, max_length: int) -> bytes:
+        length = self.u32()
         if length > max_length:
             raise WireError(f"{self.what}: field of {length} bytes exceeds limit {max_length}")
         return bytes(self._take(length))

@@ -1,0 +1,445 @@
+"""The replicated room state and the rules that change it.
+
+:class:`RoomState` is plain data plus :meth:`RoomState.apply`, which checks an
+operation's authority and effect and then mutates.  Every replica applies the
+same log of operations in the same order, so every replica computes the same
+:meth:`RoomState.digest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import attrs
+
+from .errors import WireError
+from .identity import PUBLIC_KEY_SIZE, PublicKey
+from .ids import ROOM_ID_SIZE, RoomId
+from .ops import (
+    MAX_NAME_BYTES,
+    MAX_SUCCESSORS,
+    MAX_TOPIC_BYTES,
+    NONCE_SIZE,
+    AcceptStage,
+    Admit,
+    DeclineStage,
+    Demote,
+    InviteToStage,
+    Kick,
+    Leave,
+    LeaveReason,
+    LowerHand,
+    MoveToAudience,
+    Mute,
+    Op,
+    Promote,
+    RaiseHand,
+    RevokeInvite,
+    SelfMute,
+    SetInfo,
+    SetSuccessors,
+    StepDown,
+    TakeOver,
+)
+from .rejection import Rejected, RejectReason
+from .roles import Role
+from .term import Term
+from .wire import Reader, Writer
+
+STATE_FORMAT_VERSION = 1
+MAX_MEMBERS = 100_000
+MAX_BANNED = 100_000
+MAX_REVOKED = 100_000
+ZERO_NONCE = bytes(NONCE_SIZE)
+
+
+@attrs.define
+class Member:
+    key: PublicKey
+    name: str
+    role: Role
+    joined_seq: int
+    hand_seq: int = 0  # log position of the raise; 0 when the hand is down
+    stage_invited: bool = False
+    muted: bool = False  # by a moderator
+    self_muted: bool = False
+    last_counter: int = 0  # highest request counter applied from this member
+
+    @property
+    def hand_raised(self) -> bool:
+        return self.hand_seq != 0
+
+    @property
+    def audible(self) -> bool:
+        return self.role.holds_floor and not self.muted and not self.self_muted
+
+
+@attrs.define
+class RoomState:
+    room_id: RoomId
+    name: str
+    topic: str
+    term: Term
+    host: PublicKey | None
+    seq: int = 0  # the state's version: the log position of the last applied entry
+    members: dict[PublicKey, Member] = attrs.Factory(dict)
+    banned: set[PublicKey] = attrs.Factory(set)
+    revoked: set[bytes] = attrs.Factory(set)
+    invite_uses: dict[bytes, int] = attrs.Factory(dict)
+    successors: tuple[PublicKey, ...] = ()
+
+    @classmethod
+    def create(
+        cls, room_id: RoomId, name: str, topic: str, host: PublicKey, host_name: str
+    ) -> RoomState:
+        state = cls(room_id=room_id, name=name, topic=topic, term=Term.first(), host=host)
+        state.members[host] = Member(host, host_name, Role.HOST, joined_seq=0)
+        return state
+
+    # --- queries -------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self.seq
+
+    def role_of(self, key: PublicKey) -> Role | None:
+        member = self.members.get(key)
+        return member.role if member else None
+
+    def hand_queue(self) -> list[Member]:
+        """Raised hands, oldest first: the order a moderator should call on them."""
+        raised = [m for m in self.members.values() if m.hand_raised]
+        return sorted(raised, key=lambda m: m.hand_seq)
+
+    def speakers(self) -> list[Member]:
+        return sorted(
+            (m for m in self.members.values() if m.role.holds_floor), key=lambda m: m.joined_seq
+        )
+
+    def derive_successors(self) -> tuple[PublicKey, ...]:
+        """Co-moderators first, then speakers, then listeners, each by join order."""
+        others = [m for m in self.members.values() if m.key != self.host]
+        others.sort(key=lambda m: (-int(m.role), m.joined_seq, m.key.raw))
+        return tuple(m.key for m in others[:MAX_SUCCESSORS])
+
+    def successor_rank(self, key: PublicKey) -> int | None:
+        try:
+            return self.successors.index(key)
+        except ValueError:
+            return None
+
+    # --- the rules -------------------------------------------------------------
+
+    def check(self, author: PublicKey, op: Op) -> None:
+        """Raise :class:`Rejected` unless ``author`` may perform ``op`` now."""
+        actor = self.members.get(author)
+        if actor is None:
+            raise Rejected(RejectReason.NOT_MEMBER, "author is not a member of the room")
+        _RULES[type(op)](self, actor, op)
+
+    def apply(self, author: PublicKey, op: Op, seq: int) -> None:
+        """Check and apply ``op`` as log entry ``seq``."""
+        self.check(author, op)
+        self.seq = seq
+        actor = self.members[author]
+        match op:
+            case Leave():
+                self._remove(author)
+            case RaiseHand():
+                actor.hand_seq = seq
+            case LowerHand():
+                actor.hand_seq = 0
+            case AcceptStage():
+                actor.role, actor.hand_seq, actor.stage_invited = Role.SPEAKER, 0, False
+            case DeclineStage():
+                actor.hand_seq, actor.stage_invited = 0, False
+            case StepDown():
+                self._to_audience(actor)
+            case SelfMute(muted=muted):
+                actor.self_muted = muted
+            case Admit():
+                self.members[op.member] = Member(op.member, op.name, op.role, joined_seq=seq)
+                if op.invite_nonce != ZERO_NONCE:
+                    self.invite_uses[op.invite_nonce] = self.invite_uses.get(op.invite_nonce, 0) + 1
+            case InviteToStage(target=target):
+                self.members[target].stage_invited = True
+            case MoveToAudience(target=target):
+                self._to_audience(self.members[target])
+            case Mute(target=target, muted=muted):
+                self.members[target].muted = muted
+            case Kick(target=target):
+                self._remove(target)
+                self.banned.add(target)
+            case Promote(target=target):
+                member = self.members[target]
+                member.role, member.hand_seq, member.stage_invited = Role.MODERATOR, 0, False
+            case Demote(target=target):
+                self.members[target].role = Role.SPEAKER
+            case SetInfo(name=name, topic=topic):
+                self.name, self.topic = name, topic
+            case RevokeInvite(nonce=nonce):
+                self.revoked.add(nonce)
+            case SetSuccessors(successors=successors):
+                self.successors = successors
+            case TakeOver(previous_host=previous, reason=_):
+                if previous is not None and previous in self.members:
+                    self._to_audience(self.members[previous])
+                actor.role, actor.hand_seq, actor.stage_invited = Role.HOST, 0, False
+                self.host = author
+                self.successors = tuple(k for k in self.successors if k != author)
+
+    def _to_audience(self, member: Member) -> None:
+        member.role, member.muted, member.self_muted = Role.LISTENER, False, False
+        member.stage_invited = False
+
+    def _remove(self, key: PublicKey) -> None:
+        del self.members[key]
+        if key == self.host:
+            self.host = None
+        self.successors = tuple(k for k in self.successors if k != key)
+
+    # --- encoding and digest -----------------------------------------------------
+
+    def encode(self) -> bytes:
+        """The canonical encoding: members, bans and revocations in sorted order."""
+        w = Writer().u8(STATE_FORMAT_VERSION).fixed(self.room_id.raw, ROOM_ID_SIZE)
+        w.text(self.name).text(self.topic)
+        self.term.encode(w)
+        w.boolean(self.host is not None)
+        if self.host is not None:
+            w.fixed(self.host.raw, PUBLIC_KEY_SIZE)
+        w.u64(self.seq)
+        w.u32(len(self.members))
+        for key in sorted(self.members):
+            m = self.members[key]
+            w.fixed(key.raw, PUBLIC_KEY_SIZE).text(m.name).u8(m.role).u64(m.joined_seq)
+            w.u64(m.hand_seq).boolean(m.stage_invited).boolean(m.muted).boolean(m.self_muted)
+            w.u64(m.last_counter)
+        w.u32(len(self.banned))
+        for key in sorted(self.banned):
+            w.fixed(key.raw, PUBLIC_KEY_SIZE)
+        w.u32(len(self.revoked))
+        for nonce in sorted(self.revoked):
+            w.fixed(nonce, NONCE_SIZE)
+        w.u32(len(self.invite_uses))
+        for nonce in sorted(self.invite_uses):
+            w.fixed(nonce, NONCE_SIZE).u32(self.invite_uses[nonce])
+        w.u8(len(self.successors))
+        for key in self.successors:
+            w.fixed(key.raw, PUBLIC_KEY_SIZE)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> RoomState:
+        r = Reader(data, "room state")
+        version = r.u8()
+        if version != STATE_FORMAT_VERSION:
+            raise WireError(f"room state format {version} is not supported")
+        room_id = RoomId(r.fixed(ROOM_ID_SIZE))
+        name, topic = r.text(MAX_NAME_BYTES), r.text(MAX_TOPIC_BYTES)
+        term = Term.decode(r)
+        host = PublicKey(r.fixed(PUBLIC_KEY_SIZE)) if r.boolean() else None
+        state = cls(room_id=room_id, name=name, topic=topic, term=term, host=host, seq=r.u64())
+        for _ in range(_bounded(r, MAX_MEMBERS, "members")):
+            key = PublicKey(r.fixed(PUBLIC_KEY_SIZE))
+            member = Member(key, r.text(MAX_NAME_BYTES), Role.from_wire(r.u8()), r.u64())
+            member.hand_seq = r.u64()
+            member.stage_invited, member.muted, member.self_muted = (
+                r.boolean(),
+                r.boolean(),
+                r.boolean(),
+            )
+            member.last_counter = r.u64()
+            state.members[key] = member
+        for _ in range(_bounded(r, MAX_BANNED, "bans")):
+            state.banned.add(PublicKey(r.fixed(PUBLIC_KEY_SIZE)))
+        for _ in range(_bounded(r, MAX_REVOKED, "revocations")):
+            state.revoked.add(r.fixed(NONCE_SIZE))
+        for _ in range(_bounded(r, MAX_REVOKED, "invite uses")):
+            nonce = r.fixed(NONCE_SIZE)
+            state.invite_uses[nonce] = r.u32()
+        count = r.u8()
+        if count > MAX_SUCCESSORS:
+            raise WireError(f"successor list of {count} exceeds {MAX_SUCCESSORS}")
+        state.successors = tuple(PublicKey(r.fixed(PUBLIC_KEY_SIZE)) for _ in range(count))
+        r.finish()
+        return state
+
+    def digest(self) -> bytes:
+        return hashlib.blake2b(self.encode(), digest_size=32, person=b"mitalk-state").digest()
+
+    def copy(self) -> RoomState:
+        return RoomState.decode(self.encode())
+
+
+def _bounded(reader: Reader, limit: int, what: str) -> int:
+    count = reader.u32()
+    if count > limit or count > reader.remaining:
+        raise WireError(f"room state: implausible count of {what}: {count}")
+    return count
+
+
+# --- authority rules, one per operation -------------------------------------------
+
+
+def _deny(reason: RejectReason, message: str) -> Rejected:
+    return Rejected(reason, message)
+
+
+def _target(state: RoomState, key: PublicKey) -> Member:
+    member = state.members.get(key)
+    if member is None:
+        raise _deny(RejectReason.INVALID, "target is not a member of the room")
+    return member
+
+
+def _need(actor: Member, role: Role, what: str) -> None:
+    if actor.role < role:
+        raise _deny(RejectReason.UNAUTHORIZED, f"{what} needs the {role.label} role")
+
+
+def _rule_leave(state: RoomState, actor: Member, op: Op) -> None:
+    return None
+
+
+def _rule_raise(state: RoomState, actor: Member, op: Op) -> None:
+    if actor.role != Role.LISTENER:
+        raise _deny(RejectReason.INVALID, "only listeners raise a hand")
+    if actor.hand_raised:
+        raise _deny(RejectReason.INVALID, "hand is already raised")
+
+
+def _rule_lower(state: RoomState, actor: Member, op: Op) -> None:
+    if not actor.hand_raised:
+        raise _deny(RejectReason.INVALID, "hand is not raised")
+
+
+def _rule_answer_stage(state: RoomState, actor: Member, op: Op) -> None:
+    if not actor.stage_invited:
+        raise _deny(RejectReason.INVALID, "there is no invitation to the stage to answer")
+
+
+def _rule_step_down(state: RoomState, actor: Member, op: Op) -> None:
+    if actor.role != Role.SPEAKER:
+        raise _deny(RejectReason.INVALID, "only speakers step down")
+
+
+def _rule_self_mute(state: RoomState, actor: Member, op: Op) -> None:
+    if not actor.role.holds_floor:
+        raise _deny(RejectReason.INVALID, "only members on stage can mute themselves")
+
+
+def _rule_admit(state: RoomState, actor: Member, op: Op) -> None:
+    assert isinstance(op, Admit)
+    _need(actor, Role.HOST, "admitting a member")
+    if op.member in state.members:
+        raise _deny(RejectReason.INVALID, "peer is already a member")
+    if op.member in state.banned:
+        raise _deny(RejectReason.UNAUTHORIZED, "peer is banned from this room")
+    if op.role >= Role.HOST:
+        raise _deny(RejectReason.UNAUTHORIZED, "nobody is admitted as host")
+    if len(state.members) >= MAX_MEMBERS:
+        raise _deny(RejectReason.INVALID, "room is full")
+
+
+def _rule_invite_to_stage(state: RoomState, actor: Member, op: Op) -> None:
+    assert isinstance(op, InviteToStage)
+    _need(actor, Role.MODERATOR, "inviting to the stage")
+    target = _target(state, op.target)
+    if target.role != Role.LISTENER:
+        raise _deny(RejectReason.INVALID, "only listeners are invited to the stage")
+    if target.stage_invited:
+        raise _deny(RejectReason.INVALID, "already invited to the stage")
+
+
+def _outranks(state: RoomState, actor: Member, target: Member, what: str) -> None:
+    if target.role >= actor.role:
+        raise _deny(
+            RejectReason.UNAUTHORIZED, f"a {actor.role.label} cannot {what} a {target.role.label}"
+        )
+
+
+def _rule_to_audience(state: RoomState, actor: Member, op: Op) -> None:
+    assert isinstance(op, MoveToAudience)
+    _need(actor, Role.MODERATOR, "moving a speaker to the audience")
+    target = _target(state, op.target)
+    if target.role != Role.SPEAKER:
+        raise _deny(RejectReason.INVALID, "only speakers are moved to the audience")
+
+
+def _rule_mute(state: RoomState, actor: Member, op: Op) -> None:
+    assert isinstance(op, Mute)
+    _need(actor, Role.MODERATOR, "muting")
+    target = _target(state, op.target)
+    if not target.role.holds_floor:
+        raise _deny(RejectReason.INVALID, "only members on stage can be muted")
+    if target.key != actor.key:
+        _outranks(state, actor, target, "mute")
+
+
+def _rule_kick(state: RoomState, actor: Member, op: Op) -> None:
+    assert isinstance(op, Kick)
+    _need(actor, Role.MODERATOR, "kicking")
+    _outranks(state, actor, _target(state, op.target), "kick")
+
+
+def _rule_promote(state: RoomState, actor: Member, op: Op) -> None:
+    assert isinstance(op, Promote)
+    _need(actor, Role.HOST, "promoting a co-moderator")
+    if _target(state, op.target).role >= Role.MODERATOR:
+        raise _deny(RejectReason.INVALID, "already a moderator")
+
+
+def _rule_demote(state: RoomState, actor: Member, op: Op) -> None:
+    assert isinstance(op, Demote)
+    _need(actor, Role.HOST, "demoting a co-moderator")
+    if _target(state, op.target).role != Role.MODERATOR:
+        raise _deny(RejectReason.INVALID, "only co-moderators are demoted")
+
+
+def _rule_set_info(state: RoomState, actor: Member, op: Op) -> None:
+    _need(actor, Role.MODERATOR, "changing the room name or topic")
+
+
+def _rule_revoke(state: RoomState, actor: Member, op: Op) -> None:
+    _need(actor, Role.MODERATOR, "revoking an invite")
+    if len(state.revoked) >= MAX_REVOKED:
+        raise _deny(RejectReason.INVALID, "revocation list is full")
+
+
+def _rule_successors(state: RoomState, actor: Member, op: Op) -> None:
+    assert isinstance(op, SetSuccessors)
+    _need(actor, Role.HOST, "setting the successor list")
+    if len(set(op.successors)) != len(op.successors):
+        raise _deny(RejectReason.INVALID, "successor list has duplicates")
+    for key in op.successors:
+        if key not in state.members or key == state.host:
+            raise _deny(RejectReason.INVALID, "successor list names a non-member or the host")
+
+
+def _rule_take_over(state: RoomState, actor: Member, op: Op) -> None:
+    assert isinstance(op, TakeOver)
+    if op.reason not in (LeaveReason.LEFT, LeaveReason.SILENT):
+        raise _deny(RejectReason.INVALID, "unknown takeover reason")
+
+
+_RULES = {
+    Leave: _rule_leave,
+    RaiseHand: _rule_raise,
+    LowerHand: _rule_lower,
+    AcceptStage: _rule_answer_stage,
+    DeclineStage: _rule_answer_stage,
+    StepDown: _rule_step_down,
+    SelfMute: _rule_self_mute,
+    Admit: _rule_admit,
+    InviteToStage: _rule_invite_to_stage,
+    MoveToAudience: _rule_to_audience,
+    Mute: _rule_mute,
+    Kick: _rule_kick,
+    Promote: _rule_promote,
+    Demote: _rule_demote,
+    SetInfo: _rule_set_info,
+    RevokeInvite: _rule_revoke,
+    SetSuccessors: _rule_successors,
+    TakeOver: _rule_take_over,
+}

@@ -1,0 +1,1 @@
+"""Drivers that run the sans-I/O core on a virtual clock."""
