@@ -13,7 +13,7 @@ ROOM_ID_SIZE = 16
 class RoomId:
     """A room's 16-byte random identifier, shown as 32 hex digits."""
 
-    raw: bytes
+    raw: bytes = attrs.field()
 
     @raw.validator
     def _check_length(self, _attribute: object, value: bytes) -> None:

@@ -151,6 +151,8 @@ class RoomReplica:
     _last_heartbeat_seen: Heartbeat | None = None
     _merged_terms: set[Term] = attrs.Factory(set)
     _snapshot_pending_for: PublicKey | None = None
+    _behind_at: int | None = None
+    _merge_offered: set[tuple[Term, PublicKey]] = attrs.Factory(set)
     _counts: collections.Counter[str] = attrs.Factory(collections.Counter)
     _rejections: collections.Counter[str] = attrs.Factory(collections.Counter)
 
@@ -499,6 +501,15 @@ class RoomReplica:
             self._successors_entry,
         )
 
+    def _offer_merge(self, winner: PublicKey) -> None:
+        """We moderate a branch that lost to ``winner``'s term: offer it our members, once."""
+        assert self.state is not None
+        key = (self.state.term, winner)
+        if key in self._merge_offered:
+            return
+        self._merge_offered.add(key)
+        self._outbound.append(SendTo(winner, encode_message(self._snapshot(), merge_offer=True)))
+
     def _on_snapshot_request(self, message: SnapshotRequest, sender: PublicKey) -> None:
         assert self.state is not None
         if message.room_id != self.room_id:
@@ -534,7 +545,7 @@ class RoomReplica:
             if key in self.state.members or key in self.state.banned:
                 continue
             theirs = other.members[key]
-            role = min(theirs.role, Role.SPEAKER)
+            role = min(theirs.role, Role.MODERATOR)
             self._sequence_own(Admit(key, theirs.name, role, ZERO_NONCE), now)
             merged.append(key)
         self._counts["merges"] += 1
@@ -614,6 +625,8 @@ class RoomReplica:
                 self._outbound.append(SendTo(sender, encode_message(ours)))
             raise Rejected(RejectReason.STALE_TERM, f"heartbeat from old term {heartbeat.term}")
         if heartbeat.term > state.term:
+            if self.is_host:
+                self._offer_merge(heartbeat.host)
             self._request_resync(heartbeat.host, now)
             if self.leader is not None and self.leader != self.me and sender != self.leader:
                 self._outbound.append(SendTo(self.leader, encode_message(heartbeat)))
@@ -623,9 +636,16 @@ class RoomReplica:
         self._last_host_contact = now
         self._last_heartbeat_seen = heartbeat
         if heartbeat.seq > state.seq:
-            if heartbeat.seq - state.seq > self.config.reorder_window or not self._pending_entries:
+            # Held entries may still be in flight; a gap that outlives a heartbeat is a loss.
+            stuck = self._behind_at == state.seq
+            if stuck or not self._pending_entries:
                 self._request_resync(heartbeat.host, now)
-        elif heartbeat.seq == state.seq and heartbeat.digest != state.digest():
+            self._behind_at = state.seq
+            return
+        self._behind_at = None
+        if heartbeat.seq < state.seq:
+            return
+        if heartbeat.digest != state.digest():
             self._counts["divergences_detected"] += 1
             self._request_resync(heartbeat.host, now)
 
@@ -664,14 +684,9 @@ class RoomReplica:
             problem = self._verify_lineage(snapshot.term, snapshot.host, snapshot.lineage)
             if problem is not None:
                 raise Rejected(RejectReason.FORGED, f"snapshot of a newer term: {problem}")
-        was_host = self.is_host
-        old_snapshot = self._snapshot() if was_host and snapshot.term > current.term else None
+        if self.is_host and snapshot.term > current.term:
+            self._offer_merge(snapshot.host)
         self._install(snapshot, incoming, now)
-        if old_snapshot is not None:
-            # We moderated a branch that lost: offer its members to the winner.
-            self._outbound.append(
-                SendTo(snapshot.host, encode_message(old_snapshot, merge_offer=True))
-            )
 
     def _install_first_snapshot(self, snapshot: Snapshot, incoming: RoomState, now: float) -> None:
         if self.invite is None:
@@ -795,14 +810,10 @@ class RoomReplica:
             state.seq,
             state.digest(),
         )
-        was_host = self.is_host
-        old_snapshot = self._snapshot() if was_host else None
+        if self.is_host:
+            self._offer_merge(claim.claimant)
         self._counts["claims_accepted"] += 1
         self._adopt_claim(claim, now)
-        if old_snapshot is not None:
-            self._outbound.append(
-                SendTo(claim.claimant, encode_message(old_snapshot, merge_offer=True))
-            )
         if not in_step:
             self._request_resync(claim.claimant, now)
 

@@ -1,0 +1,123 @@
+# mitalk-p2p build and test commands.
+#
+#   make test   install what is missing, then lint, type-check and run the tests
+#   make demo   install what is missing, then run the guided walkthrough
+#
+# "What is missing" is, in order: the system libraries (libopus0,
+# libportaudio2, and python3-venv when the venv module is unavailable), the
+# virtualenv in $(VENV), and the package installed editable with its test
+# extras.  Each step is skipped when already done: the system check only reads
+# the linker cache, and the Python install is redone only when pyproject.toml
+# changes (it is tracked by the stamp file $(VENV)/.installed).
+
+PYTHON ?= python3
+VENV ?= .venv
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.created
+INSTALL_STAMP := $(VENV)/.installed
+APT_INSTALL := apt-get install -y --no-install-recommends
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+.PHONY: help test demo install sysdeps lint typecheck pytest check venv-present clean distclean
+
+help:
+	@echo "make test       install what is missing, then lint, typecheck and pytest (this is CI)"
+	echo "make demo       install what is missing, then run '$(BIN)/mitalk demo'"
+	echo "make install    only the installation steps (system packages, $(VENV), package)"
+	echo "make check      lint, typecheck and pytest, without installing anything"
+	echo "make lint       ruff check"
+	echo "make typecheck  mypy --strict (configured in pyproject.toml)"
+	echo "make pytest     the test suite only (extra arguments: PYTEST_ARGS=...)"
+	echo "make clean      remove caches and build output"
+	echo "make distclean  clean, and remove $(VENV) too"
+
+test: install
+	@$(MAKE) check
+
+demo: install
+	$(BIN)/mitalk demo
+
+install: sysdeps $(INSTALL_STAMP)
+
+# System packages.  Present libraries are found in the linker cache (or, failing
+# that, in dpkg's database), so apt-get is not run at all when nothing is missing.
+sysdeps:
+	@missing=()
+	libs="$$(PATH="$$PATH:/sbin:/usr/sbin" ldconfig -p 2>/dev/null || true)"
+	have_lib() {
+	    grep -q "$$1" <<<"$$libs" && return 0
+	    dpkg-query -W -f='$${Status}' "$$2" 2>/dev/null | grep -q 'install ok installed'
+	}
+	have_lib 'libopus\.so\.0' libopus0 || missing+=(libopus0)
+	have_lib 'libportaudio\.so\.2' libportaudio2 || missing+=(libportaudio2)
+	if [ ! -e $(VENV_STAMP) ]; then
+	    if ! command -v $(PYTHON) >/dev/null 2>&1; then
+	        missing+=(python3 python3-venv)
+	    elif ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then
+	        missing+=(python3-venv)
+	    fi
+	fi
+	[ $${#missing[@]} -eq 0 ] && exit 0
+	if ! command -v apt-get >/dev/null 2>&1; then
+	    echo "make: missing system packages: $${missing[*]}" >&2
+	    echo "make: this is not a Debian/Ubuntu system; install their equivalents" \
+	         "with your package manager, then run make again." >&2
+	    exit 1
+	fi
+	if [ "$$(id -u)" -ne 0 ]; then
+	    echo "make: missing system packages: $${missing[*]}" >&2
+	    echo "make: installing them needs root. Run this, then run make again:" >&2
+	    echo "" >&2
+	    echo "    sudo apt-get update && sudo $(APT_INSTALL) $${missing[*]}" >&2
+	    echo "" >&2
+	    exit 1
+	fi
+	echo "Installing system packages: $${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update
+	$(APT_INSTALL) "$${missing[@]}"
+
+# An existing, working virtualenv is kept as it is.
+$(VENV_STAMP): | sysdeps
+	@if ! { [ -x $(BIN)/python ] && $(BIN)/python -m pip --version >/dev/null 2>&1; }; then
+	    echo "Creating $(VENV) with $(PYTHON)"
+	    $(PYTHON) -m venv $(VENV)
+	    $(BIN)/python -m pip --version >/dev/null
+	fi
+	touch $@
+
+$(INSTALL_STAMP): pyproject.toml $(VENV_STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[test]'
+	touch $@
+
+check: lint typecheck pytest
+
+lint: venv-present
+	$(BIN)/ruff check
+
+typecheck: venv-present
+	$(BIN)/mypy
+
+pytest: venv-present
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+venv-present:
+	@if [ ! -x $(BIN)/ruff ] || [ ! -x $(BIN)/mypy ] || [ ! -x $(BIN)/pytest ]; then
+	    echo "make: $(VENV) is missing or incomplete; run 'make install' (or 'make test') first" >&2
+	    exit 1
+	fi
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d \
+	    -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
