@@ -274,7 +274,7 @@ class Claim:
         rank = self.new_term.rank
         if rank >= len(op.successors) or op.successors[rank] != self.claimant:
             return "claimant does not hold the rank it claims"
-        if self.new_term != self.prev_term.successor(rank):
+        if self.new_term != self.prev_term.successor(rank, entry.seq):
             return "claimed term does not follow the previous term"
         return None
 

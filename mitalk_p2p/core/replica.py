@@ -756,7 +756,7 @@ class RoomReplica:
         claim = Claim.create(
             self.identity,
             room_id=self.room_id,
-            new_term=state.term.successor(rank),
+            new_term=state.term.successor(rank, self._successors_entry.seq),
             prev_term=state.term,
             prev_seq=state.seq,
             prev_digest=state.digest(),

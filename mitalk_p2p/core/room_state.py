@@ -183,7 +183,10 @@ class RoomState:
                 self.successors = successors
             case TakeOver(previous_host=previous, reason=_):
                 if previous is not None and previous in self.members:
-                    self._to_audience(self.members[previous])
+                    # A replaced host rejoins the audience at the back of the succession line.
+                    replaced = self.members[previous]
+                    self._to_audience(replaced)
+                    replaced.joined_seq = seq
                 actor.role, actor.hand_seq, actor.stage_invited = Role.HOST, 0, False
                 self.host = author
                 self.successors = tuple(k for k in self.successors if k != author)

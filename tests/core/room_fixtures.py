@@ -9,6 +9,7 @@ from mitalk_p2p.core.ids import RoomId
 from mitalk_p2p.core.invite import SignedInvite, create_invite
 from mitalk_p2p.core.replica import RoomConfig, RoomReplica
 from mitalk_p2p.core.roles import Role
+from mitalk_p2p.core.room_state import RoomState
 from mitalk_p2p.sim.control_net import ControlNet
 
 ROOM = RoomId(bytes(range(16)))
@@ -63,6 +64,12 @@ def join(
     replica = RoomReplica.joining(who, invite or invite_for(host.identity), CONFIG)
     net.join(replica, host.me)
     return replica
+
+
+def state_of(replica: RoomReplica) -> RoomState:
+    """The replica's room state, which a joined replica always has."""
+    assert replica.state is not None, f"{replica!r} has no room state"
+    return replica.state
 
 
 def digests(replicas: dict[str, RoomReplica], *names: str) -> set[bytes]:

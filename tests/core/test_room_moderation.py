@@ -9,7 +9,7 @@ from mitalk_p2p.core.events import LeftRoom, RoomChanged
 from mitalk_p2p.core.rejection import Rejected, RejectReason
 from mitalk_p2p.core.roles import Role
 
-from .room_fixtures import digests, make_room
+from .room_fixtures import digests, make_room, state_of
 
 
 def test_host_is_the_moderator_of_a_new_room() -> None:
@@ -32,7 +32,7 @@ def test_hand_queue_is_ordered_by_raise_time_and_shown_to_moderators() -> None:
         assert [m.name for m in state.hand_queue()] == ["dan", "bob", "cat"]
     r["bob"].act(ops.LowerHand(), net.now)
     net.pump()
-    assert [m.name for m in r["ann"].state.hand_queue()] == ["dan", "cat"]  # type: ignore[union-attr]
+    assert [m.name for m in state_of(r["ann"]).hand_queue()] == ["dan", "cat"]
 
 
 def test_stage_needs_the_listeners_consent_and_lowers_the_hand() -> None:
@@ -41,11 +41,11 @@ def test_stage_needs_the_listeners_consent_and_lowers_the_hand() -> None:
     net.pump()
     r["ann"].act(ops.InviteToStage(r["bob"].me), net.now)
     net.pump()
-    member = r["bob"].state.members[r["bob"].me]  # type: ignore[union-attr]
+    member = state_of(r["bob"]).members[r["bob"].me]
     assert member.role is Role.LISTENER and member.stage_invited
     r["bob"].act(ops.AcceptStage(), net.now)
     net.pump()
-    member = r["cat"].state.members[r["bob"].me]  # type: ignore[union-attr]
+    member = state_of(r["cat"]).members[r["bob"].me]
     assert member.role is Role.SPEAKER
     assert not member.hand_raised and not member.stage_invited
     assert len(digests(r)) == 1
@@ -58,7 +58,7 @@ def test_declining_the_stage_keeps_the_listener_in_the_audience() -> None:
     net.pump()
     r["bob"].act(ops.DeclineStage(), net.now)
     net.pump()
-    member = r["ann"].state.members[r["bob"].me]  # type: ignore[union-attr]
+    member = state_of(r["ann"]).members[r["bob"].me]
     assert member.role is Role.LISTENER
     assert not member.stage_invited and not member.hand_raised
     with pytest.raises(Rejected) as info:
@@ -92,12 +92,12 @@ def test_mute_by_moderator_and_self_mute() -> None:
     _on_stage(net, r, "bob")
     r["ann"].act(ops.Mute(r["bob"].me, True), net.now)
     net.pump()
-    bob = r["cat"].state.members[r["bob"].me]  # type: ignore[union-attr]
+    bob = state_of(r["cat"]).members[r["bob"].me]
     assert bob.muted and not bob.audible
     r["ann"].act(ops.Mute(r["bob"].me, False), net.now)
     r["bob"].act(ops.SelfMute(True), net.now)
     net.pump()
-    bob = r["cat"].state.members[r["bob"].me]  # type: ignore[union-attr]
+    bob = state_of(r["cat"]).members[r["bob"].me]
     assert not bob.muted and bob.self_muted and not bob.audible
     with pytest.raises(Rejected) as info:
         r["bob"].act(ops.Mute(r["ann"].me, True), net.now)
@@ -120,11 +120,11 @@ def test_promote_and_demote_co_moderators() -> None:
     net, r = make_room("bob", "cat")
     r["ann"].act(ops.Promote(r["bob"].me), net.now)
     net.pump()
-    assert r["cat"].state.role_of(r["bob"].me) is Role.MODERATOR  # type: ignore[union-attr]
+    assert state_of(r["cat"]).role_of(r["bob"].me) is Role.MODERATOR
     # A co-moderator moderates listeners and speakers...
     r["bob"].act(ops.InviteToStage(r["cat"].me), net.now)
     net.pump()
-    assert r["cat"].state.members[r["cat"].me].stage_invited  # type: ignore[union-attr]
+    assert state_of(r["cat"]).members[r["cat"].me].stage_invited
     # ...but can't promote, kick the host, or mute the host.
     for op in (ops.Promote(r["cat"].me), ops.Kick(r["ann"].me), ops.Mute(r["ann"].me, True)):
         with pytest.raises(Rejected) as info:
@@ -132,7 +132,7 @@ def test_promote_and_demote_co_moderators() -> None:
         assert info.value.reason is RejectReason.UNAUTHORIZED
     r["ann"].act(ops.Demote(r["bob"].me), net.now)
     net.pump()
-    assert r["cat"].state.role_of(r["bob"].me) is Role.SPEAKER  # type: ignore[union-attr]
+    assert state_of(r["cat"]).role_of(r["bob"].me) is Role.SPEAKER
 
 
 def test_room_name_and_topic() -> None:

@@ -10,7 +10,7 @@ from mitalk_p2p.core.identity import Domain
 from mitalk_p2p.core.replica import Broadcast, RoomReplica
 from mitalk_p2p.core.term import Term
 
-from .room_fixtures import ROOM, digests, make_room, person
+from .room_fixtures import ROOM, digests, make_room, person, state_of
 
 
 def entry_bytes(host: RoomReplica) -> list[bytes]:
@@ -26,14 +26,14 @@ def entry_bytes(host: RoomReplica) -> list[bytes]:
 
 def test_forged_entry_is_rejected_and_state_is_unchanged() -> None:
     net, r = make_room("bob", "cat")
-    before = r["bob"].state.digest()  # type: ignore[union-attr]
+    before = state_of(r["bob"]).digest()
     mallory = person("mallory")
     request = SignedRequest.create(r["cat"].identity, ROOM, Term.first(), 99, ops.RaiseHand())
-    seq = r["bob"].state.seq + 1  # type: ignore[union-attr]
+    seq = state_of(r["bob"]).seq + 1
     forged = LogEntry.create(mallory, ROOM, Term.first(), seq, request)
     r["bob"].receive(encode_message(forged), r["ann"].me, net.now)
     assert r["bob"].statistics().rejected == {"forged": 1}
-    assert r["bob"].state.digest() == before  # type: ignore[union-attr]
+    assert state_of(r["bob"]).digest() == before
 
 
 def test_forged_request_inside_a_genuine_entry_is_rejected() -> None:
@@ -42,12 +42,12 @@ def test_forged_request_inside_a_genuine_entry_is_rejected() -> None:
     genuine = SignedRequest.create(r["cat"].identity, ROOM, Term.first(), 9, ops.Leave())
     forged_signature = person("mallory").sign(Domain.REQUEST, genuine.body)
     request = attrs.evolve(genuine, signature=forged_signature)
-    seq = r["bob"].state.seq + 1  # type: ignore[union-attr]
+    seq = state_of(r["bob"]).seq + 1
     entry = LogEntry.create(r["ann"].identity, ROOM, Term.first(), seq, request)
-    before = r["bob"].state.digest()  # type: ignore[union-attr]
+    before = state_of(r["bob"]).digest()
     r["bob"].receive(encode_message(entry), r["ann"].me, net.now)
     assert r["bob"].statistics().rejected == {"forged": 1}
-    assert r["bob"].state.digest() == before  # type: ignore[union-attr]
+    assert state_of(r["bob"]).digest() == before
 
 
 def test_forged_request_to_the_host_is_rejected() -> None:
@@ -81,13 +81,13 @@ def test_replayed_entry_and_replayed_request_are_rejected() -> None:
     # Replaying bob's old "raise hand" to the host doesn't raise it again.
     r["ann"].receive(request_bytes, r["bob"].me, net.now)
     assert r["ann"].statistics().rejected == {"replayed": 1}
-    assert not r["ann"].state.members[r["bob"].me].hand_raised  # type: ignore[union-attr]
+    assert not state_of(r["ann"]).members[r["bob"].me].hand_raised
 
 
 def test_stale_term_command_is_rejected() -> None:
     net, r = make_room("bob", "cat")
     old = SignedRequest.create(r["bob"].identity, ROOM, Term(1, 0), 7, ops.RaiseHand())
-    r["ann"].state.term = Term(3, 0)  # type: ignore[union-attr]
+    state_of(r["ann"]).term = Term(3, 0)
     r["ann"].receive(encode_message(old), r["bob"].me, net.now)
     assert r["ann"].statistics().rejected == {"stale_term": 1}
 
@@ -96,7 +96,7 @@ def test_entry_from_an_old_term_is_rejected() -> None:
     net, r = make_room("bob")
     request = SignedRequest.create(r["ann"].identity, ROOM, Term(1, 0), 40, ops.SetInfo("x", ""))
     stale = LogEntry.create(r["ann"].identity, ROOM, Term(1, 0), 99, request)
-    r["bob"].state.term = Term(2, 0)  # type: ignore[union-attr]
+    state_of(r["bob"]).term = Term(2, 0)
     r["bob"].receive(encode_message(stale), r["ann"].me, net.now)
     assert r["bob"].statistics().rejected == {"stale_term": 1}
 
@@ -107,10 +107,10 @@ def test_out_of_order_entries_are_held_then_applied_in_order() -> None:
     r["ann"].act(ops.SetInfo("two", ""), net.now)
     first, second = entry_bytes(r["ann"])
     r["cat"].receive(second, r["ann"].me, net.now)
-    assert r["cat"].state.name == "Standup"  # type: ignore[union-attr]
+    assert state_of(r["cat"]).name == "Standup"
     r["cat"].receive(first, r["ann"].me, net.now)
-    assert r["cat"].state.name == "two"  # type: ignore[union-attr]
-    assert r["cat"].state.digest() == r["ann"].state.digest()  # type: ignore[union-attr]
+    assert state_of(r["cat"]).name == "two"
+    assert state_of(r["cat"]).digest() == state_of(r["ann"]).digest()
 
 
 def test_entry_far_ahead_is_rejected_and_triggers_a_resync() -> None:
@@ -127,13 +127,13 @@ def test_out_of_authority_request_is_rejected_by_the_host() -> None:
     kick = SignedRequest.create(r["bob"].identity, ROOM, Term.first(), 10, ops.Kick(r["cat"].me))
     r["ann"].receive(encode_message(kick), r["bob"].me, net.now)
     assert r["ann"].statistics().rejected == {"unauthorized": 1}
-    assert r["cat"].me in r["ann"].state.members  # type: ignore[union-attr]
+    assert r["cat"].me in state_of(r["ann"]).members
 
 
 def test_out_of_authority_entry_is_rejected_by_replicas() -> None:
     net, r = make_room("bob", "cat")
     kick = SignedRequest.create(r["bob"].identity, ROOM, Term.first(), 10, ops.Kick(r["cat"].me))
-    seq = r["cat"].state.seq + 1  # type: ignore[union-attr]
+    seq = state_of(r["cat"]).seq + 1
     entry = LogEntry.create(r["ann"].identity, ROOM, Term.first(), seq, kick)
     r["cat"].receive(encode_message(entry), r["ann"].me, net.now)
     assert r["cat"].statistics().rejected == {"unauthorized": 1}
@@ -149,7 +149,7 @@ def test_garbage_never_raises_and_is_counted() -> None:
 
 def test_diverged_replica_detects_it_from_the_heartbeat_and_resyncs() -> None:
     net, r = make_room("bob", "cat")
-    r["cat"].state.topic = "tampered locally"  # type: ignore[union-attr]
+    state_of(r["cat"]).topic = "tampered locally"
     assert len(digests(r)) == 2
     net.run_for(2.0)
     assert r["cat"].statistics().divergences_detected >= 1
@@ -164,5 +164,5 @@ def test_replica_that_missed_entries_catches_up() -> None:
     net.pump()
     net.heal()
     net.run_for(2.0)
-    assert r["cat"].state.name == "while you were away"  # type: ignore[union-attr]
+    assert state_of(r["cat"]).name == "while you were away"
     assert len(digests(r)) == 1

@@ -24,6 +24,10 @@ def hosts(replicas: dict[str, RoomReplica], *names: str) -> set[str]:
     return found
 
 
+def epoch_rank(term: Term | None) -> tuple[int, int] | None:
+    return None if term is None else (term.epoch, term.rank)
+
+
 def rank_names(r: dict[str, RoomReplica], viewer: str) -> list[str]:
     state = r[viewer].state
     assert state is not None
@@ -39,7 +43,7 @@ def test_signed_leave_hands_over_at_once() -> None:
     r["ann"].depart(net.now)
     net.run_for(0.0)
     for name in ("bob", "cat", "dan"):
-        assert r[name].term == Term(2, 0)
+        assert epoch_rank(r[name].term) == (2, 0)
         assert r[name].leader == r["cat"].me
     assert net.now == left_at  # rank 0 waits 0×Δ after a signed leave
     state = r["bob"].state
@@ -54,7 +58,7 @@ def test_silent_host_is_replaced_after_the_timeout() -> None:
     last_heartbeat = net.now - 1.0 if net.now % 1.0 else net.now
     net.crash(r["ann"].me)
     net.run_for(CONFIG.host_timeout + 0.5)
-    assert r["bob"].term == Term(2, 0) and r["bob"].is_host
+    assert epoch_rank(r["bob"].term) == (2, 0) and r["bob"].is_host
     assert r["cat"].leader == r["bob"].me
     claim_time = [e for e in r["cat"].events() if isinstance(e, TermStarted)]
     assert claim_time and claim_time[0].host == r["bob"].me
@@ -73,7 +77,7 @@ def test_rank_one_takes_over_when_rank_zero_is_gone_too() -> None:
     net.crash(r["ann"].me)
     net.crash(r["bob"].me)
     net.run_for(CONFIG.host_timeout + CONFIG.succession_step + 0.5)
-    assert r["cat"].is_host and r["cat"].term == Term(2, 1)
+    assert r["cat"].is_host and epoch_rank(r["cat"].term) == (2, 1)
     assert r["dan"].leader == r["cat"].me
     assert len(digests(r, "cat", "dan")) == 1
 
@@ -84,7 +88,7 @@ def test_rank_one_does_not_claim_when_rank_zero_already_did() -> None:
     net.crash(r["ann"].me)
     net.run_for(CONFIG.host_timeout + 3 * CONFIG.succession_step)
     assert r["cat"].statistics().claims_made == 0
-    assert {r[n].term for n in ("bob", "cat", "dan")} == {Term(2, 0)}
+    assert {epoch_rank(r[n].term) for n in ("bob", "cat", "dan")} == {(2, 0)}
 
 
 def test_claim_by_a_non_successor_is_rejected() -> None:
@@ -97,7 +101,7 @@ def test_claim_by_a_non_successor_is_rejected() -> None:
     forged = Claim.create(
         person("mallory"),
         room_id=state.room_id,
-        new_term=Term(2, 0),
+        new_term=Term(2, 0, entry.seq),
         prev_term=state.term,
         prev_seq=state.seq,
         prev_digest=state.digest(),
@@ -110,7 +114,7 @@ def test_claim_by_a_non_successor_is_rejected() -> None:
     wrong_rank = Claim.create(
         r["cat"].identity,
         room_id=state.room_id,
-        new_term=Term(2, 0),
+        new_term=Term(2, 0, entry.seq),
         prev_term=state.term,
         prev_seq=state.seq,
         prev_digest=state.digest(),
@@ -120,7 +124,7 @@ def test_claim_by_a_non_successor_is_rejected() -> None:
     r["bob"].receive(encode_message(wrong_rank), r["cat"].me, net.now)
     assert r["cat"].statistics().rejected == {"forged": 1}
     assert r["bob"].statistics().rejected == {"forged": 1}
-    assert r["bob"].term == Term(1, 0) and r["cat"].term == Term(1, 0)
+    assert epoch_rank(r["bob"].term) == (1, 0) and epoch_rank(r["cat"].term) == (1, 0)
 
 
 def test_invites_from_the_previous_host_still_work_after_succession() -> None:
@@ -157,7 +161,7 @@ def test_split_keeps_a_moderator_on_both_sides_and_heals_to_one() -> None:
     net.run_for(5.0)
     everyone = tuple(r)
     assert hosts(r, *everyone) == {"bob"}
-    assert {r[n].term for n in everyone} == {Term(2, 0)}
+    assert {epoch_rank(r[n].term) for n in everyone} == {(2, 0)}
     assert len(digests(r, *everyone)) == 1
     state = r["bob"].state
     assert state is not None
@@ -174,11 +178,11 @@ def test_tie_between_two_successors_goes_to_the_better_rank() -> None:
     net.crash(r["ann"].me)
     net.partition([r["bob"].me], [r["cat"].me, r["dan"].me])
     net.run_for(CONFIG.host_timeout + 3.0)
-    assert r["bob"].term == Term(2, 0) and r["cat"].term == Term(2, 1)
+    assert epoch_rank(r["bob"].term) == (2, 0) and epoch_rank(r["cat"].term) == (2, 1)
     net.heal()
     net.run_for(5.0)
     assert hosts(r, "bob", "cat", "dan") == {"bob"}
-    assert {r[n].term for n in ("bob", "cat", "dan")} == {Term(2, 0)}
+    assert {epoch_rank(r[n].term) for n in ("bob", "cat", "dan")} == {(2, 0)}
     assert len(digests(r, "bob", "cat", "dan")) == 1
 
 
@@ -192,3 +196,28 @@ def test_successor_list_is_signed_into_every_snapshot() -> None:
     net.crash(host.me)
     net.run_for(CONFIG.host_timeout + 1.0)
     assert late.is_host
+
+
+def test_successors_holding_different_lists_claim_different_terms() -> None:
+    net, r = make_room("bob", "cat")
+    net.run_for(1.0)
+    assert rank_names(r, "bob") == ["bob", "cat"]
+    # bob misses the promotion that puts cat first in the signed successor list.
+    net.partition([r["bob"].me])
+    r["ann"].act(ops.Promote(r["cat"].me), net.now)
+    net.pump()
+    assert rank_names(r, "cat") == ["cat", "bob"]
+    net.crash(r["ann"].me)
+    net.partition([r["bob"].me], [r["cat"].me])
+    net.run_for(CONFIG.host_timeout + 1.0)
+    bob_term, cat_term = r["bob"].term, r["cat"].term
+    assert bob_term is not None and cat_term is not None
+    # Both were rank 0 of the list they held, yet their terms differ...
+    assert epoch_rank(bob_term) == epoch_rank(cat_term) == (2, 0)
+    assert bob_term != cat_term
+    # ...and the claim from the fresher list wins once they meet.
+    assert cat_term > bob_term
+    net.heal()
+    net.run_for(5.0)
+    assert hosts(r, "bob", "cat") == {"cat"}
+    assert len(digests(r, "bob", "cat")) == 1
