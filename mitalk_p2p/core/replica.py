@@ -490,13 +490,13 @@ class RoomReplica:
             SendTo(peer, encode_message(self._snapshot(), merge_offer=merge_offer))
         )
 
-    def _snapshot(self) -> Snapshot:
+    def _snapshot(self, state: RoomState | None = None) -> Snapshot:
         assert self.state is not None
         return Snapshot.create(
             self.identity,
             self.room_id,
             self.state.term,
-            self.state.encode(),
+            (state or self.state).encode(),
             self._lineage,
             self._successors_entry,
         )
@@ -516,6 +516,11 @@ class RoomReplica:
             raise Rejected(RejectReason.WRONG_ROOM, "snapshot request for another room")
         if not self.is_host:
             raise Rejected(RejectReason.UNAUTHORIZED, "only the host serves snapshots")
+        if sender in self.state.banned:
+            # A peer kicked while it was away learns that, and nothing about the room.
+            notice = self._snapshot(self.state.redacted_for(sender))
+            self._outbound.append(SendTo(sender, encode_message(notice)))
+            return
         if sender not in self.state.members:
             raise Rejected(RejectReason.NOT_MEMBER, "snapshot requested by a non-member")
         self._send_snapshot(sender)
@@ -715,7 +720,7 @@ class RoomReplica:
         if previous_term is not None and snapshot.term != previous_term:
             self._events.append(TermStarted(snapshot.term, snapshot.host))
         if self.me not in incoming.members:
-            self._stop_being_member("dropped")
+            self._stop_being_member("kicked" if self.me in incoming.banned else "dropped")
 
     def _stop_being_member(self, reason: str) -> None:
         self._events.append(LeftRoom(reason))

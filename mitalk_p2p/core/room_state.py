@@ -122,6 +122,22 @@ class RoomState:
         others.sort(key=lambda m: (-int(m.role), m.joined_seq, m.key.raw))
         return tuple(m.key for m in others[:MAX_SUCCESSORS])
 
+    def redacted_for(self, banned: PublicKey) -> RoomState:
+        """What a banned peer may be told: who moderates, and that it is banned."""
+        redacted = RoomState(
+            room_id=self.room_id,
+            name=self.name,
+            topic=self.topic,
+            term=self.term,
+            host=self.host,
+            seq=self.seq,
+        )
+        if self.host is not None and self.host in self.members:
+            host = self.members[self.host]
+            redacted.members[self.host] = Member(host.key, host.name, host.role, host.joined_seq)
+        redacted.banned.add(banned)
+        return redacted
+
     def successor_rank(self, key: PublicKey) -> int | None:
         try:
             return self.successors.index(key)

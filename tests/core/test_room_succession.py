@@ -6,7 +6,7 @@ import attrs
 
 from mitalk_p2p.core import ops
 from mitalk_p2p.core.control import Claim, encode_message
-from mitalk_p2p.core.events import MembersMerged, TermStarted
+from mitalk_p2p.core.events import LeftRoom, MembersMerged, TermStarted
 from mitalk_p2p.core.replica import RoomReplica
 from mitalk_p2p.core.roles import Role
 from mitalk_p2p.core.term import Term
@@ -221,3 +221,23 @@ def test_successors_holding_different_lists_claim_different_terms() -> None:
     net.run_for(5.0)
     assert hosts(r, "bob", "cat") == {"cat"}
     assert len(digests(r, "bob", "cat")) == 1
+
+
+def test_peer_kicked_by_the_winning_side_learns_it_after_the_heal() -> None:
+    net, r = make_room("bob", "cat", "eve")
+    net.run_for(1.0)
+    assert rank_names(r, "eve") == ["bob", "cat", "eve"]
+    net.crash(r["ann"].me)
+    net.partition([r["bob"].me], [r["cat"].me, r["eve"].me])
+    net.run_for(CONFIG.host_timeout + 2.0)
+    assert r["bob"].is_host and r["cat"].is_host
+    r["bob"].act(ops.Kick(r["cat"].me), net.now)
+    net.heal()
+    net.run_for(5.0)
+    assert hosts(r, "bob", "eve") == {"bob"}
+    assert not r["cat"].joined
+    assert any(isinstance(e, LeftRoom) and e.reason == "kicked" for e in r["cat"].events())
+    # What cat was told names only the moderator: no roster reaches a banned peer.
+    cat_view = r["cat"].state
+    assert cat_view is not None and set(cat_view.members) == {r["bob"].me}
+    assert len(digests(r, "bob", "eve")) == 1
