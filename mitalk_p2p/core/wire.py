@@ -118,6 +118,8 @@ class Reader:
         return value == 1
 
     def fixed(self, length: int) -> bytes:
+        if length < 0:
+            raise LocalProtocolError(f"cannot read a field of negative length {length}")
         return bytes(self._take(length))
 
     def blob(self, max_length: int = _U16_MAX) -> bytes:

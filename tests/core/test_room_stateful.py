@@ -77,7 +77,9 @@ class RoomMachine(RuleBasedStateMachine):
         if host is None:
             return
         if name in self.kicked:
-            replica = RoomReplica.joining(who, self.invites[name], CONFIG)
+            # Its old invite, or a fresh one for a kicked former host that never had one.
+            invite = self.invites.get(name) or invite_for(host.identity, now=self.net.now)
+            replica = RoomReplica.joining(who, invite, CONFIG)
             self.net.join(replica, host.me)
             assert not replica.joined, "a kicked member rejoined with its old invite"
             return
