@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import attrs
-
 from mitalk_p2p.core import ops
-from mitalk_p2p.core.control import Claim, encode_message
+from mitalk_p2p.core.control import Claim, LogEntry, encode_message
 from mitalk_p2p.core.events import LeftRoom, MembersMerged, TermStarted
+from mitalk_p2p.core.identity import Identity
 from mitalk_p2p.core.replica import RoomReplica
 from mitalk_p2p.core.roles import Role
+from mitalk_p2p.core.room_state import RoomState
 from mitalk_p2p.core.term import Term
 from mitalk_p2p.sim.control_net import ControlNet
 
-from .room_fixtures import CONFIG, digests, invite_for, join, make_room, person
+from .room_fixtures import CONFIG, digests, invite_for, join, make_room, person, state_of
 
 
 def hosts(replicas: dict[str, RoomReplica], *names: str) -> set[str]:
@@ -91,36 +91,31 @@ def test_rank_one_does_not_claim_when_rank_zero_already_did() -> None:
     assert {epoch_rank(r[n].term) for n in ("bob", "cat", "dan")} == {(2, 0)}
 
 
+def claim_as(identity: Identity, state: RoomState, entry: LogEntry) -> Claim:
+    """A claim of term (2, rank 0) on ``state``, made by ``identity``."""
+    return Claim.create(
+        identity,
+        room_id=state.room_id,
+        new_term=Term(2, 0, entry.seq),
+        prev_term=state.term,
+        prev_seq=state.seq,
+        prev_digest=state.digest(),
+        reason=ops.LeaveReason.SILENT,
+        successors_entry=entry,
+    )
+
+
 def test_claim_by_a_non_successor_is_rejected() -> None:
     net, r = make_room("bob", "cat")
     net.run_for(1.0)
     entry = r["bob"]._successors_entry
     assert entry is not None
-    state = r["cat"].state
-    assert state is not None
-    forged = Claim.create(
-        person("mallory"),
-        room_id=state.room_id,
-        new_term=Term(2, 0, entry.seq),
-        prev_term=state.term,
-        prev_seq=state.seq,
-        prev_digest=state.digest(),
-        reason=ops.LeaveReason.SILENT,
-        successors_entry=entry,
-    )
-    r["cat"].receive(encode_message(forged), person("mallory").public_key, net.now)
+    state = state_of(r["cat"])
+    mallory = person("mallory")
+    forged = claim_as(mallory, state, entry)
+    r["cat"].receive(encode_message(forged), mallory.public_key, net.now)
     # cat holds rank 1 but claims rank 0's term.
-    wrong_rank = attrs.evolve(forged)
-    wrong_rank = Claim.create(
-        r["cat"].identity,
-        room_id=state.room_id,
-        new_term=Term(2, 0, entry.seq),
-        prev_term=state.term,
-        prev_seq=state.seq,
-        prev_digest=state.digest(),
-        reason=ops.LeaveReason.SILENT,
-        successors_entry=entry,
-    )
+    wrong_rank = claim_as(r["cat"].identity, state, entry)
     r["bob"].receive(encode_message(wrong_rank), r["cat"].me, net.now)
     assert r["cat"].statistics().rejected == {"forged": 1}
     assert r["bob"].statistics().rejected == {"forged": 1}
