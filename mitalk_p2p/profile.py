@@ -307,22 +307,30 @@ def _write_new_key(path: Path, seed: bytes) -> bool:
         fd = os.open(tmp, flags, _KEY_FILE_MODE)
         try:
             os.fchmod(fd, _KEY_FILE_MODE)
-            view = memoryview(_encode_key_file(seed))
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            _write_all_and_sync(fd, _encode_key_file(seed))
         finally:
             os.close(fd)
         return _link_into_place(tmp, path)
     except OSError as exc:
         raise ProfileError(f"can't create identity key file {path}: {exc.strerror}") from None
     finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            logger.warning("can't remove temporary file %s: %s", tmp, exc.strerror)
+        _remove_temporary(tmp)
+
+
+def _write_all_and_sync(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
+
+
+def _remove_temporary(tmp: Path) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("can't remove temporary file %s: %s", tmp, exc.strerror)
 
 
 def _link_into_place(tmp: Path, path: Path) -> bool:
@@ -399,22 +407,14 @@ def _update_settings(profile_dir: Path, **changes: _TomlValue) -> None:
     try:
         fd = os.open(tmp, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
-            view = memoryview(text.encode("utf-8"))
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            _write_all_and_sync(fd, text.encode("utf-8"))
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except OSError as exc:
         raise ProfileError(f"can't write profile file {path}: {exc.strerror}") from None
     finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            logger.warning("can't remove temporary file %s: %s", tmp, exc.strerror)
+        _remove_temporary(tmp)
 
 
 def _dump_settings(path: Path, settings: Mapping[str, object]) -> str:
