@@ -33,9 +33,11 @@ class Domain(bytes, enum.Enum):
     CLAIM = b"mitalk/v1/succession-claim"
     SNAPSHOT = b"mitalk/v1/room-snapshot"
     HEARTBEAT = b"mitalk/v1/heartbeat"
+    MEDIA_FRAME = b"mitalk/v1/media-frame"
 
 
-def _signed_bytes(domain: Domain, payload: bytes) -> bytes:
+def domain_message(domain: Domain, payload: bytes) -> bytes:
+    """The exact bytes an Ed25519 signature under ``domain`` covers."""
     label = domain.value
     return bytes([len(label)]) + label + payload
 
@@ -68,7 +70,7 @@ class PublicKey:
         if len(signature) != SIGNATURE_SIZE:
             return False
         try:
-            nacl.signing.VerifyKey(self.raw).verify(_signed_bytes(domain, payload), signature)
+            nacl.signing.VerifyKey(self.raw).verify(domain_message(domain, payload), signature)
         except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
             return False
         return True
@@ -110,7 +112,7 @@ class Identity:
         return bytes(self._signing_key)
 
     def sign(self, domain: Domain, payload: bytes) -> bytes:
-        return bytes(self._signing_key.sign(_signed_bytes(domain, payload)).signature)
+        return bytes(self._signing_key.sign(domain_message(domain, payload)).signature)
 
     @property
     def fingerprint(self) -> str:
