@@ -1,0 +1,581 @@
+"""One peer's media plane: sealing, verifying, relaying and playing out frames.
+
+A sans-I/O state machine like :class:`~.replica.RoomReplica`.  Its inputs are
+datagrams from media addresses (``receive_datagram``), media messages on secure
+links (``receive_link``), the room roster whenever it changes
+(``roster_changed``), the local speaker's Opus packets (``send_frame``) and
+timer ticks, each with ``now``.  Its outputs are datagrams, link messages and
+events (playout slots, parent changes, key changes).
+
+The life of a received frame, in order of cost:
+
+1. parse the clear header; wrong room → drop;
+2. the speaker must hold the floor in the roster this peer knows → else drop
+   (so a listener's frames die at the first relay);
+3. generation and counter sanity, and the replay window → duplicates and
+   absurd jumps are dropped before any crypto;
+4. the speaker's Ed25519 signature → a bad one is dropped and held against the
+   neighbour it came from;
+5. mark it seen and forward it on every other tree edge: relays forward
+   ciphertext they never open;
+6. decrypt with the speaker's sender key (or hold it until the key arrives) and
+   hand it to that speaker's jitter buffer.
+
+Every drop is counted by reason in :meth:`MediaSession.statistics`; nothing a
+remote peer sends raises out of this object.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Sequence
+
+import attrs
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .identity import Identity, PublicKey
+from .ids import RoomId
+from .incoming import SAMPLE_RATE, SpeakerStream
+from .jitter import JitterConfig, JitterStatistics
+from .media_events import (
+    AudioOut,
+    FrameReceived,
+    MediaEvent,
+    ParentChanged,
+    SendDatagram,
+    SenderKeyChanged,
+)
+from .media_frame import (
+    FRAME_TYPE,
+    FrameHeader,
+    KeyGeneration,
+    frame_signature_valid,
+    open_frame,
+    parse_header,
+    room_tag,
+    seal_frame,
+)
+from .media_messages import (
+    PROBE_TYPE,
+    ChildLost,
+    KeyAck,
+    KeyGrant,
+    KeyRequest,
+    MediaMessage,
+    ParentSwitched,
+    Probe,
+    RelayOffer,
+    TreePosition,
+    decode_media_message,
+    encode_media_message,
+)
+from .replica import SendTo
+from .room_state import Member, RoomState
+from .sender_keys import KeySource, SenderKey, SpeakerKeys, system_key_source
+from .tree_links import ChildDropped, LinkStatistics, Switched, TreeLinks, TreeOutcome
+
+logger = logging.getLogger(__name__)
+
+MAX_SEQ = 0xFFFF_FFFF
+MAX_SLOTS_PER_TICK = 50
+"""Playout slots one timer tick may catch up on per speaker (a driver that stalled a second)."""
+
+
+@attrs.frozen
+class MediaConfig:
+    frame_seconds: float = 0.020
+    """Duration of one Opus frame: 0.010, 0.020 or 0.040."""
+    relay_capacity: int = 6
+    """Children this peer offers to relay to; 0 means leaf only."""
+    probe_interval: float = 0.2
+    """Seconds between a child's probes to its parent."""
+    probe_misses: int = 3
+    """Unanswered probe intervals after which a parent (or child) counts as gone."""
+    rotation_timeout: float = 1.0
+    """Longest a speaker waits for acks before switching to a rotated key anyway."""
+    corrupt_threshold: int = 8
+    """Frames failing verification from one parent before this peer leaves it."""
+    key_request_interval: float = 1.0
+    """Minimum seconds between two key requests to one speaker."""
+    jitter: JitterConfig | None = attrs.Factory(JitterConfig)
+    """Jitter buffer settings; ``None`` for a relay-only peer that plays nothing."""
+    report_frames: bool = False
+    """Emit a :class:`FrameReceived` event per accepted frame (simulator metrics)."""
+
+
+@attrs.frozen
+class MediaStatistics:
+    frames_sent: int
+    frames_forwarded: int
+    frames_accepted: int
+    frames_decrypted: int
+    key_grants_sent: int
+    key_rotations: int
+    parent_switches: int
+    parent: PublicKey | None
+    dropped: dict[str, int]
+    links: tuple[LinkStatistics, ...]
+    speakers: dict[PublicKey, JitterStatistics]
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+MediaOutbound = SendDatagram | SendTo
+
+
+@attrs.define(eq=False, repr=False)
+class MediaSession:
+    identity: Identity
+    room_id: RoomId
+    address: str
+    """This peer's media address as the driver names it (``host:port`` or a simulator name)."""
+    config: MediaConfig = attrs.Factory(MediaConfig)
+    key_source: KeySource = system_key_source
+
+    host: PublicKey | None = None
+    _tag: bytes = b""
+    _members: dict[PublicKey, Member] = attrs.Factory(dict)
+    _member_keys: set[PublicKey] = attrs.Factory(set)
+    _state: RoomState | None = None
+    _by_index: dict[int, PublicKey] = attrs.Factory(dict)
+    _speaker_keys: SpeakerKeys | None = None
+    _floor: bool = False
+    _next_seq: int = 0
+    _streams: dict[PublicKey, SpeakerStream] = attrs.Factory(dict)
+    _links: TreeLinks = attrs.field(init=False)
+    _tree_host: PublicKey | None = None
+    _tree_version: int = -1
+    _outbound: list[MediaOutbound] = attrs.Factory(list)
+    _events: list[MediaEvent] = attrs.Factory(list)
+    _counts: collections.Counter[str] = attrs.Factory(collections.Counter)
+    _dropped: collections.Counter[str] = attrs.Factory(collections.Counter)
+    _offered: RelayOffer | None = None
+    _host_reports: list[MediaMessage] = attrs.Factory(list)
+
+    def __attrs_post_init__(self) -> None:
+        self._tag = room_tag(self.room_id)
+        self._links = TreeLinks(
+            self.identity.public_key,
+            self._tag,
+            interval=self.config.probe_interval,
+            misses=self.config.probe_misses,
+        )
+
+    # --- queries -------------------------------------------------------------------
+
+    @property
+    def me(self) -> PublicKey:
+        return self.identity.public_key
+
+    @property
+    def parent(self) -> PublicKey | None:
+        return self._links.parent.key if self._links.parent else None
+
+    @property
+    def children(self) -> tuple[PublicKey, ...]:
+        return tuple(sorted(self._links.children))
+
+    @property
+    def sending_generation(self) -> KeyGeneration | None:
+        return self._speaker_keys.current.generation if self._speaker_keys else None
+
+    def statistics(self) -> MediaStatistics:
+        c = self._counts
+        return MediaStatistics(
+            frames_sent=c["frames_sent"],
+            frames_forwarded=c["frames_forwarded"],
+            frames_accepted=c["frames_accepted"],
+            frames_decrypted=c["frames_decrypted"],
+            key_grants_sent=c["key_grants_sent"],
+            key_rotations=c["key_rotations"],
+            parent_switches=c["parent_switches"],
+            parent=self.parent,
+            dropped=dict(self._dropped),
+            links=tuple(self._links.statistics()),
+            speakers={
+                key: stream.jitter.statistics()
+                for key, stream in sorted(self._streams.items())
+                if stream.jitter is not None
+            },
+        )
+
+    def outbound(self) -> list[MediaOutbound]:
+        out, self._outbound = self._outbound, []
+        return out
+
+    def events(self) -> list[MediaEvent]:
+        out, self._events = self._events, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        if not self._members:
+            return None
+        deadlines = [self._links.next_deadline()]
+        if self._speaker_keys is not None and self._speaker_keys.pending is not None:
+            deadlines.append(self._speaker_keys.deadline)
+        for stream in self._streams.values():
+            if stream.jitter is not None and (due := stream.jitter.next_playout()) is not None:
+                deadlines.append(due)
+        return min(deadlines)
+
+    def __repr__(self) -> str:
+        return f"MediaSession({self.identity.display_name!r}, parent={self.parent})"
+
+    # --- the roster ------------------------------------------------------------------
+
+    def roster_changed(self, state: RoomState | None, host: PublicKey | None, now: float) -> None:
+        """The room's membership or roles changed: keep keys and floor checks in step.
+
+        The session keeps a live reference to the replica's member table, so a
+        mute or a role change is seen by the very next frame; this call handles
+        what needs action (joins, departures, this peer's own floor).
+        """
+        members: dict[PublicKey, Member] = {}
+        if state is not None and self.me in state.members:
+            members = state.members
+        rebuilt = state is not self._state
+        self._state = state
+        self._members = members
+        self.host = host
+        old_keys, new_keys = self._member_keys, members.keys()
+        joined: list[PublicKey] = []
+        left: list[PublicKey] = []
+        if new_keys != old_keys:
+            joined = sorted(new_keys - old_keys - {self.me})
+            left = sorted(old_keys - new_keys - {self.me})
+            self._member_keys = set(new_keys)
+            rebuilt = True
+        if rebuilt:
+            self._by_index = {m.joined_seq: key for key, m in members.items()}
+            for key in sorted(self._streams):
+                member = members.get(key)
+                if member is None or member.joined_seq != self._streams[key].index:
+                    del self._streams[key]
+        if not members:
+            self._speaker_keys = None
+            self._floor = False
+            return
+        self._update_floor(now, joined, left)
+        self._offer_relay()
+
+    def _update_floor(self, now: float, joined: list[PublicKey], left: list[PublicKey]) -> None:
+        me = self._members[self.me]
+        holds = me.role.holds_floor
+        keys = self._speaker_keys
+        if holds and (keys is None or not self._floor):
+            epoch = keys.newest_epoch + 1 if keys is not None else 0
+            self._speaker_keys = SpeakerKeys(SenderKey.fresh(epoch, self.key_source))
+            self._floor = True
+            self._events.append(SenderKeyChanged(self._speaker_keys.current.generation, "fresh"))
+            for member in self._others():
+                self._grant(member, self._speaker_keys.current)
+            return
+        self._floor = holds
+        if not holds or keys is None:
+            return
+        if left:
+            pending = keys.begin_rotation(
+                self.key_source, set(self._others()), now + self.config.rotation_timeout
+            )
+            for member in self._others():
+                self._grant(member, pending)
+            self._maybe_finish_rotation(now)
+        if joined:
+            granted = keys.ratchet()
+            self._events.append(SenderKeyChanged(keys.current.generation, "ratchet"))
+            for member in joined:
+                for key in granted:
+                    self._grant(member, key)
+
+    def _others(self) -> list[PublicKey]:
+        return sorted(k for k in self._members if k != self.me)
+
+    def _grant(self, member: PublicKey, key: SenderKey) -> None:
+        index = self._members[self.me].joined_seq
+        grant = KeyGrant(index, key.generation, key.secret)
+        self._outbound.append(SendTo(member, encode_media_message(grant)))
+        self._counts["key_grants_sent"] += 1
+
+    def _maybe_finish_rotation(self, now: float) -> None:
+        keys = self._speaker_keys
+        if keys is not None and keys.complete_if_due(now):
+            self._counts["key_rotations"] += 1
+            self._events.append(SenderKeyChanged(keys.current.generation, "rotation"))
+
+    def _offer_relay(self) -> None:
+        offer = RelayOffer(self.address, self.config.relay_capacity, self._links.median_rtt_ms())
+        stale = self._offered is None or (
+            offer.address != self._offered.address
+            or offer.capacity != self._offered.capacity
+            or abs(offer.rtt_ms - self._offered.rtt_ms) > max(5, self._offered.rtt_ms // 4)
+        )
+        if self.host is not None and self.host != self.me and stale:
+            self._outbound.append(SendTo(self.host, encode_media_message(offer)))
+            self._offered = offer
+
+    def current_offer(self) -> RelayOffer:
+        """What this peer offers the tree (the host uses its own offer directly)."""
+        return RelayOffer(self.address, self.config.relay_capacity, self._links.median_rtt_ms())
+
+    def host_changed(self) -> None:
+        """A new host needs this peer's relay offer again."""
+        self._offered = None
+        self._offer_relay()
+
+    # --- speaking ------------------------------------------------------------------
+
+    def send_frame(self, payload: bytes, capture_time: float, now: float) -> bool:
+        """Seal one Opus packet and send it on every tree edge.
+
+        Returns False (and sends nothing) when this peer does not hold the floor
+        or is muted.  ``capture_time`` is seconds on this peer's media clock.
+        """
+        member = self._members.get(self.me)
+        keys = self._speaker_keys
+        if member is None or keys is None or not member.audible:
+            return False
+        if self._next_seq > MAX_SEQ:
+            raise LocalProtocolError("frame counter exhausted; rejoin the room")
+        header = FrameHeader(
+            self._tag,
+            member.joined_seq,
+            keys.current.generation,
+            self._next_seq,
+            round(capture_time * SAMPLE_RATE),
+        )
+        self._next_seq += 1
+        datagram = seal_frame(
+            header,
+            payload,
+            room_id=self.room_id,
+            sender_key=keys.current.secret,
+            speaker=self.identity,
+        )
+        self._counts["frames_sent"] += 1
+        for address in self._links.forward_addresses(None):
+            self._outbound.append(SendDatagram(address, datagram))
+        return True
+
+    # --- datagrams ---------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, address: str, now: float) -> None:
+        """Handle one UDP datagram from ``address``."""
+        if not data:
+            self._drop("malformed")
+            return
+        try:
+            if data[0] == FRAME_TYPE:
+                self._on_frame(data, address, now)
+            elif data[0] == PROBE_TYPE:
+                self._on_probe(Probe.decode(data), address, now)
+            else:
+                self._drop("unknown-datagram")
+        except RemoteProtocolError:
+            self._drop("malformed")
+
+    def _on_probe(self, probe: Probe, address: str, now: float) -> None:
+        if probe.room_tag != self._tag:
+            self._drop("wrong-room")
+            return
+        if probe.sender not in self._members or self.me not in self._members:
+            self._drop("not-member")
+            return
+        self._apply_tree_outcomes(self._links.on_probe(probe, address, now), now)
+
+    def _on_frame(self, data: bytes, address: str, now: float) -> None:
+        header = parse_header(data)
+        if header.room_tag != self._tag:
+            self._drop("wrong-room")
+            return
+        speaker = self._by_index.get(header.speaker)
+        if speaker is None or speaker == self.me:
+            self._drop("unknown-speaker" if speaker is None else "own-frame")
+            return
+        if not self._members[speaker].audible:
+            self._drop("not-on-floor")
+            return
+        stream = self._stream(speaker, header.speaker)
+        problem = stream.precheck(header, now)
+        if problem is not None:
+            self._drop(problem)
+            return
+        if not frame_signature_valid(data, self.room_id, speaker):
+            self._drop("bad-signature")
+            self._apply_tree_outcomes(
+                self._links.note_corrupt(address, self.config.corrupt_threshold, now), now
+            )
+            return
+        stream.accept(header, now)
+        self._links.heard_from(address, now)
+        self._counts["frames_accepted"] += 1
+        for target in self._links.forward_addresses(address):
+            self._outbound.append(SendDatagram(target, data))
+            self._counts["frames_forwarded"] += 1
+        self._play(stream, header, data, now, now)
+
+    def _stream(self, speaker: PublicKey, index: int) -> SpeakerStream:
+        stream = self._streams.get(speaker)
+        if stream is None:
+            stream = SpeakerStream.create(
+                speaker, index, self.config.jitter, self.config.frame_seconds
+            )
+            self._streams[speaker] = stream
+        return stream
+
+    def _play(
+        self, stream: SpeakerStream, header: FrameHeader, data: bytes, arrived: float, now: float
+    ) -> None:
+        secret = stream.keyring.key_for(header.generation)
+        if secret is None:
+            stream.pending.append((header, data, arrived))
+            self._drop_soft("awaiting-key")
+            self._request_key(stream, header.generation, now)
+            return
+        try:
+            payload = open_frame(header, data, room_id=self.room_id, sender_key=secret)
+        except RemoteProtocolError:
+            self._drop("decrypt-failed")
+            return
+        self._counts["frames_decrypted"] += 1
+        capture_time = stream.capture_time(header.timestamp)
+        if self.config.report_frames:
+            self._events.append(FrameReceived(stream.key, header.seq, capture_time, arrived))
+        if stream.jitter is not None:
+            stream.jitter.push(header.seq, capture_time, payload, now)
+
+    def _request_key(self, stream: SpeakerStream, generation: KeyGeneration, now: float) -> None:
+        if now - stream.last_key_request < self.config.key_request_interval:
+            return
+        stream.last_key_request = now
+        request = encode_media_message(KeyRequest(generation))
+        self._outbound.append(SendTo(stream.key, request))
+
+    def _drop(self, reason: str) -> None:
+        self._dropped[reason] += 1
+
+    def count_drop(self, reason: str) -> None:
+        """Count an input the caller refused on this session's behalf."""
+        self._drop(reason)
+
+    def _drop_soft(self, reason: str) -> None:
+        """A frame held back, not lost: counted apart from drops."""
+        self._counts[reason] += 1
+
+    # --- link messages -----------------------------------------------------------------
+
+    def receive_link(self, data: bytes, sender: PublicKey, now: float) -> MediaMessage | None:
+        """Handle a media message from authenticated peer ``sender``.
+
+        Messages meant for the host's tree coordinator (relay offers, switch and
+        loss reports) are returned for the caller to route; others are handled here.
+        """
+        try:
+            message = decode_media_message(data)
+        except RemoteProtocolError:
+            self._drop("malformed-link-message")
+            return None
+        if sender not in self._members:
+            self._drop("not-member")
+            return None
+        if isinstance(message, KeyGrant):
+            self._on_grant(message, sender, now)
+        elif isinstance(message, KeyAck):
+            if self._speaker_keys is not None and self._speaker_keys.acknowledge(
+                sender, message.generation
+            ):
+                self._counts["key_rotations"] += 1
+                self._events.append(
+                    SenderKeyChanged(self._speaker_keys.current.generation, "rotation")
+                )
+        elif isinstance(message, KeyRequest):
+            self._on_key_request(sender)
+        elif isinstance(message, TreePosition):
+            self._on_position(message, sender, now)
+        else:
+            return message
+        return None
+
+    def _on_grant(self, grant: KeyGrant, sender: PublicKey, now: float) -> None:
+        member = self._members[sender]
+        if member.joined_seq != grant.speaker_index:
+            self._drop("grant-index-mismatch")
+            return
+        stream = self._stream(sender, grant.speaker_index)
+        stream.keyring.install(SenderKey(grant.generation, grant.secret))
+        self._outbound.append(SendTo(sender, encode_media_message(KeyAck(grant.generation))))
+        waiting = list(stream.pending)
+        stream.pending.clear()
+        for header, data, arrived in waiting:
+            self._play(stream, header, data, arrived, now)
+
+    def _on_key_request(self, sender: PublicKey) -> None:
+        keys = self._speaker_keys
+        if keys is None or not self._floor:
+            return
+        self._grant(sender, keys.current)
+        if keys.pending is not None:
+            self._grant(sender, keys.pending)
+
+    def _on_position(self, position: TreePosition, sender: PublicKey, now: float) -> None:
+        if sender != self.host:
+            self._drop("position-not-from-host")
+            return
+        if sender == self._tree_host and position.version <= self._tree_version:
+            self._drop("stale-position")
+            return
+        self._tree_host, self._tree_version = sender, position.version
+        before = self.parent
+        self._apply_tree_outcomes(self._links.apply_position(position, now), now)
+        if self.parent != before:
+            self._events.append(ParentChanged(self.parent, "assigned"))
+
+    def apply_position(self, position: TreePosition, now: float) -> None:
+        """The host's own position, straight from its coordinator."""
+        self._tree_host, self._tree_version = self.me, position.version
+        self._apply_tree_outcomes(self._links.apply_position(position, now), now)
+
+    # --- timers --------------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        if not self._members:
+            return
+        self._apply_tree_outcomes(self._links.tick(now), now)
+        if self._speaker_keys is not None and self._speaker_keys.pending is not None:
+            self._maybe_finish_rotation(now)
+        for key, stream in sorted(self._streams.items()):
+            buffer = stream.jitter
+            for _ in range(MAX_SLOTS_PER_TICK):
+                due = buffer.next_playout() if buffer is not None else None
+                if buffer is None or due is None or due > now:
+                    break
+                self._events.append(AudioOut(key, buffer.pop(now)))
+        self._offer_relay()
+
+    def _apply_tree_outcomes(self, outcomes: Sequence[TreeOutcome], now: float) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, SendDatagram):
+                self._outbound.append(outcome)
+            elif isinstance(outcome, Switched):
+                self._counts["parent_switches"] += 1
+                reason = "corrupt" if outcome.reason else "silent"
+                self._events.append(ParentChanged(outcome.new, reason))
+                report = ParentSwitched(
+                    self._links.version, outcome.old, outcome.new, outcome.reason
+                )
+                self._report(report)
+            elif isinstance(outcome, ChildDropped):
+                self._report(ChildLost(self._links.version, outcome.child))
+
+    def _report(self, message: MediaMessage) -> None:
+        if self.host is not None and self.host != self.me:
+            self._outbound.append(SendTo(self.host, encode_media_message(message)))
+        else:
+            self._host_reports.append(message)
+
+    def take_host_reports(self) -> list[MediaMessage]:
+        """Reports this peer made while it is the host itself (for its own coordinator)."""
+        out, self._host_reports = self._host_reports, []
+        return out

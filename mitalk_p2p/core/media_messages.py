@@ -1,0 +1,330 @@
+"""Media-plane messages: the ones on secure links, and the tree probe datagram.
+
+Link messages share the control envelope ``version:u8 kind:u8 payload`` with
+kinds from 32 up, so a peer routes a message by its second byte.  They travel
+only over pairwise Noise links, which authenticate the sender and keep sender
+keys secret; nothing here is signed again.
+
+* :class:`KeyGrant` (speaker → member): a sender key and its generation.
+* :class:`KeyAck` (member → speaker): the grant arrived, so a rotation can complete.
+* :class:`KeyRequest` (member → speaker): a verified frame arrived that no held key opens.
+* :class:`RelayOffer` (member → host): media address, relay capacity, measured RTT.
+* :class:`TreePosition` (host → member): parent, backup parent and children.
+* :class:`ParentSwitched` (member → host): an orphan moved to its backup parent.
+* :class:`ChildLost` (parent → host): a child stopped answering.
+
+:class:`Probe` is a UDP datagram exchanged by tree neighbours several times a
+second: liveness, RTT and loss for each edge.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable
+
+import attrs
+
+from .control import PROTOCOL_VERSION
+from .errors import WireError
+from .identity import PUBLIC_KEY_SIZE, PublicKey
+from .media_frame import KEY_SIZE, KeyGeneration
+from .wire import Reader, Writer
+
+MAX_LINK_MESSAGE = 16 * 1024
+MAX_ADDRESS_LENGTH = 255
+MAX_TREE_CHILDREN = 64
+MAX_RELAY_CAPACITY = 64
+
+
+class MediaKind(enum.IntEnum):
+    KEY_GRANT = 32
+    KEY_ACK = 33
+    KEY_REQUEST = 34
+    RELAY_OFFER = 35
+    TREE_POSITION = 36
+    PARENT_SWITCHED = 37
+    CHILD_LOST = 38
+
+
+FIRST_MEDIA_KIND = min(MediaKind)
+
+
+def is_media_message(data: bytes) -> bool:
+    """Whether a link message belongs to the media plane (by its kind byte)."""
+    return len(data) >= 2 and data[1] >= FIRST_MEDIA_KIND
+
+
+def _generation(r: Reader) -> KeyGeneration:
+    return KeyGeneration(r.u16(), r.u16())
+
+
+def _put_generation(w: Writer, generation: KeyGeneration) -> Writer:
+    return w.u16(generation.epoch).u16(generation.step)
+
+
+def _key(r: Reader) -> PublicKey:
+    return PublicKey(r.fixed(PUBLIC_KEY_SIZE))
+
+
+@attrs.frozen(repr=False)
+class KeyGrant:
+    speaker_index: int
+    generation: KeyGeneration
+    secret: bytes = attrs.field(repr=False)
+
+    def encode(self) -> bytes:
+        w = Writer().u32(self.speaker_index)
+        return _put_generation(w, self.generation).fixed(self.secret, KEY_SIZE).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> KeyGrant:
+        r = Reader(data, "key grant")
+        grant = cls(r.u32(), _generation(r), r.fixed(KEY_SIZE))
+        r.finish()
+        return grant
+
+    def __repr__(self) -> str:
+        return f"KeyGrant(speaker={self.speaker_index}, {self.generation}, secret=<hidden>)"
+
+
+@attrs.frozen
+class KeyAck:
+    generation: KeyGeneration
+
+    def encode(self) -> bytes:
+        return _put_generation(Writer(), self.generation).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> KeyAck:
+        r = Reader(data, "key ack")
+        ack = cls(_generation(r))
+        r.finish()
+        return ack
+
+
+@attrs.frozen
+class KeyRequest:
+    generation: KeyGeneration
+
+    def encode(self) -> bytes:
+        return _put_generation(Writer(), self.generation).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> KeyRequest:
+        r = Reader(data, "key request")
+        request = cls(_generation(r))
+        r.finish()
+        return request
+
+
+@attrs.frozen
+class RelayOffer:
+    address: str
+    capacity: int
+    rtt_ms: int = 0
+    """Median RTT on this member's tree edges; 0 when not measured yet."""
+
+    def encode(self) -> bytes:
+        return Writer().text(self.address).u8(self.capacity).u32(self.rtt_ms).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> RelayOffer:
+        r = Reader(data, "relay offer")
+        address, capacity, rtt = r.text(MAX_ADDRESS_LENGTH), r.u8(), r.u32()
+        r.finish()
+        if capacity > MAX_RELAY_CAPACITY:
+            raise WireError(f"relay capacity {capacity} exceeds {MAX_RELAY_CAPACITY}")
+        return cls(address, capacity, rtt)
+
+
+@attrs.frozen
+class Neighbor:
+    key: PublicKey
+    address: str
+
+    def encode(self, w: Writer) -> None:
+        w.fixed(self.key.raw, PUBLIC_KEY_SIZE).text(self.address)
+
+    @classmethod
+    def decode(cls, r: Reader) -> Neighbor:
+        return cls(_key(r), r.text(MAX_ADDRESS_LENGTH))
+
+
+def _optional_neighbor(r: Reader) -> Neighbor | None:
+    return Neighbor.decode(r) if r.boolean() else None
+
+
+def _put_optional(w: Writer, neighbor: Neighbor | None) -> None:
+    w.boolean(neighbor is not None)
+    if neighbor is not None:
+        neighbor.encode(w)
+
+
+@attrs.frozen
+class TreePosition:
+    version: int
+    parent: Neighbor | None
+    backup: Neighbor | None
+    children: tuple[Neighbor, ...]
+    depth: int = 0
+
+    def encode(self) -> bytes:
+        w = Writer().u32(self.version).u8(self.depth)
+        _put_optional(w, self.parent)
+        _put_optional(w, self.backup)
+        w.u8(len(self.children))
+        for child in self.children:
+            child.encode(w)
+        return w.getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> TreePosition:
+        r = Reader(data, "tree position")
+        version, depth = r.u32(), r.u8()
+        parent, backup = _optional_neighbor(r), _optional_neighbor(r)
+        count = r.u8()
+        if count > MAX_TREE_CHILDREN:
+            raise WireError(f"tree position lists {count} children, limit {MAX_TREE_CHILDREN}")
+        children = tuple(Neighbor.decode(r) for _ in range(count))
+        r.finish()
+        return cls(version, parent, backup, children, depth)
+
+
+class SwitchReason(enum.IntEnum):
+    SILENT = 0
+    """The parent stopped answering probes."""
+    CORRUPT = 1
+    """The parent forwarded frames that failed verification."""
+
+
+@attrs.frozen
+class ParentSwitched:
+    version: int
+    old_parent: PublicKey
+    new_parent: PublicKey
+    reason: SwitchReason = SwitchReason.SILENT
+
+    def encode(self) -> bytes:
+        w = Writer().u32(self.version).fixed(self.old_parent.raw, PUBLIC_KEY_SIZE)
+        return w.fixed(self.new_parent.raw, PUBLIC_KEY_SIZE).u8(self.reason).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ParentSwitched:
+        r = Reader(data, "parent switched")
+        version, old, new, reason = r.u32(), _key(r), _key(r), r.u8()
+        r.finish()
+        try:
+            return cls(version, old, new, SwitchReason(reason))
+        except ValueError:
+            raise WireError(f"unknown parent switch reason {reason}") from None
+
+
+@attrs.frozen
+class ChildLost:
+    version: int
+    child: PublicKey
+
+    def encode(self) -> bytes:
+        return Writer().u32(self.version).fixed(self.child.raw, PUBLIC_KEY_SIZE).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ChildLost:
+        r = Reader(data, "child lost")
+        lost = cls(r.u32(), _key(r))
+        r.finish()
+        return lost
+
+
+MediaMessage = (
+    KeyGrant | KeyAck | KeyRequest | RelayOffer | TreePosition | ParentSwitched | ChildLost
+)
+
+_KINDS: dict[type, MediaKind] = {
+    KeyGrant: MediaKind.KEY_GRANT,
+    KeyAck: MediaKind.KEY_ACK,
+    KeyRequest: MediaKind.KEY_REQUEST,
+    RelayOffer: MediaKind.RELAY_OFFER,
+    TreePosition: MediaKind.TREE_POSITION,
+    ParentSwitched: MediaKind.PARENT_SWITCHED,
+    ChildLost: MediaKind.CHILD_LOST,
+}
+_DECODERS: dict[MediaKind, Callable[[bytes], MediaMessage]] = {
+    MediaKind.KEY_GRANT: KeyGrant.decode,
+    MediaKind.KEY_ACK: KeyAck.decode,
+    MediaKind.KEY_REQUEST: KeyRequest.decode,
+    MediaKind.RELAY_OFFER: RelayOffer.decode,
+    MediaKind.TREE_POSITION: TreePosition.decode,
+    MediaKind.PARENT_SWITCHED: ParentSwitched.decode,
+    MediaKind.CHILD_LOST: ChildLost.decode,
+}
+
+
+def encode_media_message(message: MediaMessage) -> bytes:
+    return bytes([PROTOCOL_VERSION, _KINDS[type(message)]]) + message.encode()
+
+
+def decode_media_message(data: bytes) -> MediaMessage:
+    """Open a media link message.  Raises :class:`WireError` on anything malformed."""
+    if len(data) > MAX_LINK_MESSAGE:
+        raise WireError(f"media message of {len(data)} bytes exceeds {MAX_LINK_MESSAGE}")
+    if len(data) < 2 or data[0] != PROTOCOL_VERSION:
+        raise WireError("media message is truncated or of an unsupported version")
+    try:
+        kind = MediaKind(data[1])
+    except ValueError:
+        raise WireError(f"unknown media message kind {data[1]}") from None
+    return _DECODERS[kind](data[2:])
+
+
+# --- the probe datagram ------------------------------------------------------------
+
+PROBE_TYPE = 0x12
+"""First byte of a probe datagram: protocol version 1, kind 2."""
+_PROBE = struct.Struct(">B4s32sIBIII")
+
+
+class ProbeRole(enum.IntEnum):
+    CHILD = 1
+    """From a child to its parent: "I am your child; forward me the room's frames"."""
+    PARENT = 2
+    """A parent's answer."""
+
+
+@attrs.frozen
+class Probe:
+    """A tree heartbeat.  ``echo_id``/``echo_hold_us`` let the sender of ``probe_id`` time the
+    round trip: the answerer says which probe it saw last and how long it held it."""
+
+    room_tag: bytes
+    sender: PublicKey
+    tree_version: int
+    role: ProbeRole
+    probe_id: int
+    echo_id: int
+    echo_hold_us: int
+
+    def encode(self) -> bytes:
+        return _PROBE.pack(
+            PROBE_TYPE,
+            self.room_tag,
+            self.sender.raw,
+            self.tree_version,
+            self.role,
+            self.probe_id,
+            self.echo_id,
+            min(self.echo_hold_us, 0xFFFF_FFFF),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Probe:
+        if len(data) != _PROBE.size:
+            raise WireError(f"probe of {len(data)} bytes, expected {_PROBE.size}")
+        kind, tag, sender, version, role, probe_id, echo_id, hold = _PROBE.unpack(data)
+        if kind != PROBE_TYPE:
+            raise WireError(f"datagram type {kind:#04x} is not a probe")
+        try:
+            probe_role = ProbeRole(role)
+        except ValueError:
+            raise WireError(f"unknown probe role {role}") from None
+        return cls(tag, PublicKey(sender), version, probe_role, probe_id, echo_id, hold)

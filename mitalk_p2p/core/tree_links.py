@@ -1,0 +1,301 @@
+"""One peer's edges in the fanout tree: probes, liveness, RTT, loss, and failover.
+
+A child probes its parent every ``interval``; the parent answers each probe.
+The child's probes double as a standing request ("I am your child: forward me
+the room's frames"), so a backup parent adopts an orphan the moment its first
+probe arrives, before the host has even heard of the switch.  An edge silent for
+``misses`` intervals is dead: a child then moves to its backup parent on its
+own; a parent stops forwarding to the child.
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics as stats
+
+import attrs
+
+from .identity import PublicKey
+from .media_events import SendDatagram
+from .media_messages import Neighbor, Probe, ProbeRole, SwitchReason, TreePosition
+
+RTT_SAMPLES = 16
+LOSS_WINDOW = 64
+MAX_ADOPTED_CHILDREN = 64
+"""Most children a relay forwards to, assigned or adopted mid-repair: bounds work per frame."""
+
+
+@attrs.frozen
+class LinkStatistics:
+    peer: PublicKey
+    role: str  # "parent" or "child"
+    rtt_ms: float | None
+    loss: float
+    """Fraction of recent probes that got no answer (parent) or never arrived (child)."""
+
+
+@attrs.define
+class Edge:
+    key: PublicKey
+    address: str
+    last_heard: float
+    rtt_samples: collections.deque[float] = attrs.Factory(
+        lambda: collections.deque(maxlen=RTT_SAMPLES)
+    )
+    outcomes: collections.deque[bool] = attrs.Factory(lambda: collections.deque(maxlen=LOSS_WINDOW))
+    sent_at: dict[int, float] = attrs.Factory(dict)
+    last_id_seen: int = 0
+    last_seen_at: float = 0.0
+    corrupt_frames: int = 0
+
+    def rtt(self) -> float | None:
+        return stats.median(self.rtt_samples) if self.rtt_samples else None
+
+    def loss(self) -> float:
+        if not self.outcomes:
+            return 0.0
+        return self.outcomes.count(False) / len(self.outcomes)
+
+    def note_incoming_id(self, probe_id: int, now: float) -> None:
+        """Count gaps in the peer's probe ids as losses (child edges, seen from the parent)."""
+        if self.last_id_seen and probe_id > self.last_id_seen:
+            gap = min(probe_id - self.last_id_seen - 1, LOSS_WINDOW)
+            self.outcomes.extend([False] * gap)
+        if probe_id > self.last_id_seen:
+            self.outcomes.append(True)
+            self.last_id_seen = probe_id
+            self.last_seen_at = now
+
+
+@attrs.frozen
+class Switched:
+    """The parent edge failed and this peer moved to ``new`` (tell the host)."""
+
+    old: PublicKey
+    new: PublicKey
+    reason: SwitchReason
+
+
+@attrs.frozen
+class ChildDropped:
+    child: PublicKey
+
+
+TreeOutcome = SendDatagram | Switched | ChildDropped
+
+
+@attrs.define
+class TreeLinks:
+    me: PublicKey
+    room_tag: bytes
+    interval: float = 0.2
+    misses: int = 3
+    version: int = 0
+    parent: Edge | None = None
+    backup: Neighbor | None = None
+    children: dict[PublicKey, Edge] = attrs.Factory(dict)
+    next_tick: float = 0.0
+    _next_probe_id: int = 1
+    _by_address: dict[str, PublicKey] = attrs.Factory(dict)
+
+    @property
+    def dead_after(self) -> float:
+        return self.interval * self.misses
+
+    # --- queries -----------------------------------------------------------------
+
+    def neighbor_at(self, address: str) -> PublicKey | None:
+        return self._by_address.get(address)
+
+    def forward_addresses(self, arrived_from: str | None) -> list[str]:
+        """Every live tree edge except the one a frame arrived on."""
+        targets = [edge.address for edge in self._ordered_children()]
+        if self.parent is not None:
+            targets.append(self.parent.address)
+        return [address for address in targets if address != arrived_from]
+
+    def statistics(self) -> list[LinkStatistics]:
+        out = []
+        if self.parent is not None:
+            p = self.parent
+            out.append(LinkStatistics(p.key, "parent", _ms(p.rtt()), p.loss()))
+        for child in self._ordered_children():
+            out.append(LinkStatistics(child.key, "child", _ms(child.rtt()), child.loss()))
+        return out
+
+    def median_rtt_ms(self) -> int:
+        samples = [rtt for edge in self._edges() if (rtt := edge.rtt()) is not None]
+        return round(stats.median(samples) * 1000) if samples else 0
+
+    def next_deadline(self) -> float:
+        return self.next_tick
+
+    # --- inputs ------------------------------------------------------------------
+
+    def apply_position(self, position: TreePosition, now: float) -> list[TreeOutcome]:
+        """Adopt a new assignment from the host."""
+        self.version = position.version
+        self.backup = position.backup
+        out: list[TreeOutcome] = []
+        wanted = position.parent
+        if wanted is None:
+            self._set_parent(None)
+        elif self.parent is None or self.parent.key != wanted.key:
+            self._set_parent(Edge(wanted.key, wanted.address, last_heard=now))
+            out.append(self._probe_parent(now))
+        for child in position.children:
+            if child.key not in self.children and child.key != self.me:
+                self._add_child(Edge(child.key, child.address, last_heard=now))
+        return out
+
+    def on_probe(self, probe: Probe, address: str, now: float) -> list[TreeOutcome]:
+        if probe.role is ProbeRole.CHILD:
+            return self._on_child_probe(probe, address, now)
+        parent = self.parent
+        if parent is None or probe.sender != parent.key:
+            return []
+        parent.last_heard = now
+        parent.address = address
+        sent = parent.sent_at.pop(probe.echo_id, None)
+        if sent is not None:
+            parent.rtt_samples.append(max(0.0, now - sent - probe.echo_hold_us / 1e6))
+            parent.outcomes.append(True)
+        parent.last_id_seen, parent.last_seen_at = probe.probe_id, now
+        return []
+
+    def heard_from(self, address: str, now: float) -> None:
+        """Any authentic frame from a neighbour also proves it is alive."""
+        key = self._by_address.get(address)
+        if key is None:
+            return
+        if self.parent is not None and self.parent.key == key:
+            self.parent.last_heard = now
+        elif (child := self.children.get(key)) is not None:
+            child.last_heard = now
+
+    def note_corrupt(self, address: str, threshold: int, now: float) -> list[TreeOutcome]:
+        """A frame from ``address`` failed verification; past ``threshold`` leave that parent."""
+        key = self._by_address.get(address)
+        parent = self.parent
+        if key is None or parent is None or key != parent.key:
+            return []
+        parent.corrupt_frames += 1
+        if parent.corrupt_frames < threshold:
+            return []
+        return self._fail_over(now, SwitchReason.CORRUPT)
+
+    def tick(self, now: float) -> list[TreeOutcome]:
+        """Probe the parent, fail over from a silent one, drop silent children."""
+        if now < self.next_tick:
+            return []
+        self.next_tick = now + self.interval
+        out: list[TreeOutcome] = []
+        for child in self._ordered_children():
+            if now - child.last_heard >= self.dead_after:
+                self._remove_child(child.key)
+                out.append(ChildDropped(child.key))
+        parent = self.parent
+        if parent is not None:
+            if now - parent.last_heard >= self.dead_after:
+                out.extend(self._fail_over(now, SwitchReason.SILENT))
+            else:
+                out.append(self._probe_parent(now))
+        return out
+
+    def parent_deadline(self) -> float | None:
+        """When the parent will count as dead if nothing more is heard."""
+        return None if self.parent is None else self.parent.last_heard + self.dead_after
+
+    # --- internals ---------------------------------------------------------------
+
+    def _on_child_probe(self, probe: Probe, address: str, now: float) -> list[TreeOutcome]:
+        if probe.sender == self.me:
+            return []
+        child = self.children.get(probe.sender)
+        if child is None:
+            if len(self.children) >= MAX_ADOPTED_CHILDREN:
+                return []
+            child = Edge(probe.sender, address, last_heard=now)
+            self._add_child(child)
+        elif child.address != address:
+            self._by_address.pop(child.address, None)
+            child.address = address
+            self._by_address[address] = child.key
+        child.last_heard = now
+        sent = child.sent_at.pop(probe.echo_id, None)
+        if sent is not None:
+            child.rtt_samples.append(max(0.0, now - sent - probe.echo_hold_us / 1e6))
+        child.note_incoming_id(probe.probe_id, now)
+        reply = self._probe(ProbeRole.PARENT, child, now)
+        return [reply]
+
+    def _fail_over(self, now: float, reason: SwitchReason) -> list[TreeOutcome]:
+        old = self.parent
+        backup = self.backup
+        if old is None:
+            return []
+        if backup is None or backup.key == old.key or backup.key in self.children:
+            # Nowhere to go: keep probing the old parent and wait for the host.
+            old.last_heard = now
+            return [self._probe_parent(now)]
+        self.backup = None
+        self._set_parent(Edge(backup.key, backup.address, last_heard=now))
+        return [Switched(old.key, backup.key, reason), self._probe_parent(now)]
+
+    def _probe_parent(self, now: float) -> SendDatagram:
+        assert self.parent is not None
+        return self._probe(ProbeRole.CHILD, self.parent, now)
+
+    def _probe(self, role: ProbeRole, edge: Edge, now: float) -> SendDatagram:
+        probe_id = self._next_probe_id
+        self._next_probe_id += 1
+        if role is ProbeRole.CHILD and len(edge.sent_at) >= 2:
+            # A probe still unanswered when two newer ones are out counts as lost.
+            del edge.sent_at[min(edge.sent_at)]
+            edge.outcomes.append(False)
+        edge.sent_at[probe_id] = now
+        if len(edge.sent_at) > 8:
+            del edge.sent_at[min(edge.sent_at)]
+        hold_us = round((now - edge.last_seen_at) * 1e6) if edge.last_id_seen else 0
+        probe = Probe(
+            self.room_tag,
+            self.me,
+            self.version,
+            role,
+            probe_id,
+            edge.last_id_seen,
+            max(0, hold_us),
+        )
+        return SendDatagram(edge.address, probe.encode())
+
+    def _set_parent(self, edge: Edge | None) -> None:
+        if self.parent is not None:
+            self._by_address.pop(self.parent.address, None)
+        self.parent = edge
+        if edge is not None:
+            self.children.pop(edge.key, None)
+            self._by_address[edge.address] = edge.key
+
+    def _add_child(self, edge: Edge) -> None:
+        if self.parent is not None and self.parent.key == edge.key:
+            return
+        self.children[edge.key] = edge
+        self._by_address[edge.address] = edge.key
+
+    def _remove_child(self, key: PublicKey) -> None:
+        edge = self.children.pop(key, None)
+        if edge is not None and self._by_address.get(edge.address) == key:
+            del self._by_address[edge.address]
+
+    def _ordered_children(self) -> list[Edge]:
+        return [self.children[key] for key in sorted(self.children)]
+
+    def _edges(self) -> list[Edge]:
+        edges = self._ordered_children()
+        if self.parent is not None:
+            edges.append(self.parent)
+        return edges
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
