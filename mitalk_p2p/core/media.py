@@ -72,7 +72,7 @@ from .media_messages import (
 )
 from .replica import SendTo
 from .room_state import Member, RoomState
-from .sender_keys import KeySource, SenderKey, SpeakerKeys, system_key_source
+from .sender_keys import Keyring, KeySource, SenderKey, SpeakerKeys, system_key_source
 from .tree_links import ChildDropped, LinkStatistics, Switched, TreeLinks, TreeOutcome
 
 logger = logging.getLogger(__name__)
@@ -181,6 +181,11 @@ class MediaSession:
     @property
     def sending_generation(self) -> KeyGeneration | None:
         return self._speaker_keys.current.generation if self._speaker_keys else None
+
+    def held_keys(self, speaker: PublicKey) -> Keyring | None:
+        """The sender keys this peer holds for ``speaker`` (for inspection and tests)."""
+        stream = self._streams.get(speaker)
+        return stream.keyring if stream is not None else None
 
     def statistics(self) -> MediaStatistics:
         c = self._counts

@@ -117,6 +117,10 @@ class Keyring:
         self.install(SenderKey(generation, secret))
         return secret
 
+    def held(self) -> tuple[SenderKey, ...]:
+        """Every key in the ring, oldest generation first."""
+        return tuple(SenderKey(g, self._keys[g]) for g in sorted(self._keys))
+
     def forget_epochs_before(self, epoch: int) -> None:
         self._keys = {g: s for g, s in self._keys.items() if g.epoch >= epoch}
 
