@@ -188,3 +188,28 @@ def test_seeded_source_is_reproducible_and_system_source_is_not() -> None:
 
     assert SeededKeySource(b"a" * 32)(32) == SeededKeySource(b"a" * 32)(32)
     assert system_key_source(32) != system_key_source(32)
+
+
+def test_wire_rate_per_listener_with_real_opus() -> None:
+    """Bytes on the wire per listener per second at 24 kbit/s Opus, IP and UDP included.
+
+    Each listener receives every frame once.  The figure is reported in the
+    README: about 75 kbit/s at 20 ms frames (a 64-byte signature on every frame
+    is most of the overhead) and under 50 kbit/s at 40 ms frames.
+    """
+    from mitalk_p2p.codec import CodecConfig, OpusEncoder, is_dtx
+    from tests.test_codec import frames_of, speech
+
+    ip_udp = 28
+    rates = {}
+    for frame_ms in (20, 40):
+        config = CodecConfig(frame_ms=frame_ms)
+        encoder = OpusEncoder(config)
+        seconds = 4.0
+        packets = [encoder.encode(f) for f in frames_of(speech(seconds), config)]
+        sent = [p for p in packets if not is_dtx(p)]
+        header, datagram = make_frame(sent[10])
+        assert len(datagram) == len(sent[10]) + FRAME_OVERHEAD
+        rates[frame_ms] = sum(len(p) + FRAME_OVERHEAD + ip_udp for p in sent) * 8 / seconds / 1000
+    assert 60 < rates[20] < 80
+    assert rates[40] < 64
