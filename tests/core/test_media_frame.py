@@ -208,7 +208,7 @@ def test_wire_rate_per_listener_with_real_opus() -> None:
         seconds = 4.0
         packets = [encoder.encode(f) for f in frames_of(speech(seconds), config)]
         sent = [p for p in packets if not is_dtx(p)]
-        header, datagram = make_frame(sent[10])
+        _, datagram = make_frame(sent[10])
         assert len(datagram) == len(sent[10]) + FRAME_OVERHEAD
         rates[frame_ms] = sum(len(p) + FRAME_OVERHEAD + ip_udp for p in sent) * 8 / seconds / 1000
     assert 60 < rates[20] < 80
