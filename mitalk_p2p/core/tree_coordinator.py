@@ -29,7 +29,15 @@ from .media_messages import (
     SwitchReason,
     TreePosition,
 )
-from .tree import Candidate, Tree, TreeLimits, adopt_switch, changed_positions, plan_tree
+from .tree import (
+    Candidate,
+    SwitchRefused,
+    Tree,
+    TreeLimits,
+    adopt_switch,
+    changed_positions,
+    plan_tree,
+)
 
 DEFAULT_RTT_MS = 50.0
 
@@ -45,6 +53,7 @@ class TreeCoordinator:
     tree: Tree | None = None
     version: int = 0
     replans: int = 0
+    refused_switches: int = 0
     _members: frozenset[PublicKey] = frozenset()
     _offers: dict[PublicKey, RelayOffer] = attrs.Factory(dict)
     _demoted: set[PublicKey] = attrs.Factory(set)
@@ -86,8 +95,13 @@ class TreeCoordinator:
             if report.reason is SwitchReason.CORRUPT and report.old_parent != self.root:
                 self._demoted.add(report.old_parent)
             self._lost.pop(sender, None)
-            if report.new_parent in tree.members and sender in tree.members:
-                self.tree = adopt_switch(tree, sender, report.new_parent, self.limits)
+            if report.new_parent in tree and sender in tree:
+                try:
+                    self.tree = adopt_switch(tree, sender, report.new_parent, self.limits)
+                except SwitchRefused:
+                    # A loop or a leaf-only parent: the member gets its position again.
+                    self.refused_switches += 1
+                    self._sent.pop(sender, None)
             self._mark_dirty(now)
         elif isinstance(report, ChildLost) and tree.parents.get(report.child) == sender:
             self._lost[report.child] = (sender, now)

@@ -339,3 +339,17 @@ def test_jitter_and_loss_keep_concealment_low_and_never_play_twice() -> None:
     assert ratio < 0.12
     assert any(isinstance(p, RecoverWithFec) for p in outs)
     assert any(isinstance(p, (Conceal, Stretch)) for p in outs) or ratio == 0
+
+
+def test_the_host_refuses_a_switch_that_would_make_a_loop_and_resends_the_position() -> None:
+    from mitalk_p2p.core.media_messages import ParentSwitched, encode_media_message
+
+    room = media_room(12, fanout=2)
+    tree = room.host.coordinator.tree  # type: ignore[union-attr]
+    relay = next(k for k in tree.children(room.host.me) if tree.children(k))
+    child = tree.children(relay)[0]
+    report = ParentSwitched(1, room.host.me, child)  # the relay "moves under its own child"
+    room.host.receive_link(encode_media_message(report), relay, room.net.now)
+    room.net.run_for(0.5)
+    assert room.host.coordinator.refused_switches == 1  # type: ignore[union-attr]
+    assert room.host.coordinator.tree.parent(relay) == room.host.me  # type: ignore[union-attr]
