@@ -256,7 +256,8 @@ def test_absurd_counter_and_generation_jumps_are_refused_before_crypto() -> None
 # --- keys ---------------------------------------------------------------------------------
 
 
-def test_a_kicked_listener_decrypts_nothing_after_the_rotation() -> None:
+@pytest.mark.parametrize("how", ["kicked", "left"])
+def test_a_removed_listener_decrypts_nothing_after_the_rotation(how: str) -> None:
     room = media_room(6, fanout=2)
     room.to_stage("p001")
     room.speak("p001", 0.5)
@@ -266,7 +267,10 @@ def test_a_kicked_listener_decrypts_nothing_after_the_rotation() -> None:
     heard_before = room.capture("p001", 2)
     assert all(opens_with(stolen, frame) for frame in heard_before)
 
-    room.net.act(room.host.me, lambda p: p.act(Kick(kicked.me), room.net.now))
+    if how == "kicked":
+        room.net.act(room.host.me, lambda p: p.act(Kick(kicked.me), room.net.now))
+    else:
+        room.net.act(kicked.me, lambda p: p.depart(room.net.now))
     room.speak("p001", 2.0)
     room.net.run_for(0.2)
     rotations = [
