@@ -1,4 +1,4 @@
-"""``mitalk demo``: a guided tour of a room's control plane, run in memory.
+"""``mitalk demo``: a guided tour of a room, its control plane and then its audio, in memory.
 
 Everything here is the real protocol: fresh Ed25519 identities, signed invites,
 Noise XX handshakes, the signed moderation log and host succession.  Only the
@@ -12,6 +12,7 @@ from typing import TextIO
 
 import nacl.utils
 
+from . import audio_tour
 from .core import ops
 from .core.control import LogEntry, SignedRequest, encode_message
 from .core.events import Event, JoinRefusedEvent, MembersMerged, RoomChanged, TermStarted
@@ -253,7 +254,7 @@ def run(out: TextIO) -> int:
     tour.say("healed: the higher term wins, the losing side's members are merged in")
     tour.say(f"moderator(s) {sorted(leaders)}, room digest(s) {sorted(digests)}")
 
-    tour.section("Done")
-    tour.say("The same core runs under the simulator and the trio runtime.")
     ok = len(digests) == 1 and len(leaders) == 1
-    return 0 if ok else 1
+    audio_ok = audio_tour.run(out) == 0
+    tour.say("The same core runs under the simulator and the trio runtime.")
+    return 0 if ok and audio_ok else 1

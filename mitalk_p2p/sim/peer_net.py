@@ -182,6 +182,10 @@ class PeerNet:
         action(self.peers[key])
         self._after_input(key)
 
+    def flush(self, key: PublicKey) -> None:
+        """Send what ``key`` queued when called directly (outside :meth:`act`)."""
+        self._after_input(key)
+
     # --- internals -------------------------------------------------------------------
 
     def _push(
