@@ -97,6 +97,8 @@ class TreeLinks:
     next_tick: float = 0.0
     _next_probe_id: int = 1
     _by_address: dict[str, PublicKey] = attrs.Factory(dict)
+    _targets: list[str] | None = None
+    """Forwarding addresses, children by key then the parent; rebuilt when an edge changes."""
 
     @property
     def dead_after(self) -> float:
@@ -109,10 +111,11 @@ class TreeLinks:
 
     def forward_addresses(self, arrived_from: str | None) -> list[str]:
         """Every live tree edge except the one a frame arrived on."""
-        targets = [edge.address for edge in self._ordered_children()]
-        if self.parent is not None:
-            targets.append(self.parent.address)
-        return [address for address in targets if address != arrived_from]
+        if self._targets is None:
+            self._targets = [edge.address for edge in self._ordered_children()]
+            if self.parent is not None:
+                self._targets.append(self.parent.address)
+        return [address for address in self._targets if address != arrived_from]
 
     def statistics(self) -> list[LinkStatistics]:
         out = []
@@ -155,7 +158,7 @@ class TreeLinks:
         if parent is None or probe.sender != parent.key:
             return []
         parent.last_heard = now
-        parent.address = address
+        self._move(parent, address)
         sent = parent.sent_at.pop(probe.echo_id, None)
         if sent is not None:
             parent.rtt_samples.append(max(0.0, now - sent - probe.echo_hold_us / 1e6))
@@ -217,10 +220,8 @@ class TreeLinks:
                 return []
             child = Edge(probe.sender, address, last_heard=now)
             self._add_child(child)
-        elif child.address != address:
-            self._by_address.pop(child.address, None)
-            child.address = address
-            self._by_address[address] = child.key
+        else:
+            self._move(child, address)
         child.last_heard = now
         sent = child.sent_at.pop(probe.echo_id, None)
         if sent is not None:
@@ -268,7 +269,18 @@ class TreeLinks:
         )
         return SendDatagram(edge.address, probe.encode())
 
+    def _move(self, edge: Edge, address: str) -> None:
+        """A neighbour's packets now come from ``address`` (its NAT binding or port changed)."""
+        if edge.address == address:
+            return
+        if self._by_address.get(edge.address) == edge.key:
+            del self._by_address[edge.address]
+        edge.address = address
+        self._by_address[address] = edge.key
+        self._targets = None
+
     def _set_parent(self, edge: Edge | None) -> None:
+        self._targets = None
         if self.parent is not None:
             self._by_address.pop(self.parent.address, None)
         self.parent = edge
@@ -277,12 +289,14 @@ class TreeLinks:
             self._by_address[edge.address] = edge.key
 
     def _add_child(self, edge: Edge) -> None:
+        self._targets = None
         if self.parent is not None and self.parent.key == edge.key:
             return
         self.children[edge.key] = edge
         self._by_address[edge.address] = edge.key
 
     def _remove_child(self, key: PublicKey) -> None:
+        self._targets = None
         edge = self.children.pop(key, None)
         if edge is not None and self._by_address.get(edge.address) == key:
             del self._by_address[edge.address]
