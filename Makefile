@@ -6,7 +6,7 @@
 # "What is missing" is, in order: the system libraries (libopus0,
 # libportaudio2, and python3-venv when the venv module is unavailable), the
 # virtualenv in $(VENV), and the package installed editable with its test
-# extras.  Each step is skipped when already done: the system check only reads
+# and report extras.  Each step is skipped when already done: the system check only reads
 # the linker cache, and the Python install is redone only when pyproject.toml
 # changes (it is tracked by the stamp file $(VENV)/.installed).
 
@@ -94,7 +94,7 @@ $(VENV_STAMP): | sysdeps
 	touch $@
 
 $(INSTALL_STAMP): pyproject.toml $(VENV_STAMP)
-	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[test]'
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[test,report]'
 	touch $@
 
 check: lint typecheck pytest

@@ -15,6 +15,7 @@ import attrs
 import nacl.exceptions
 import nacl.signing
 
+from .crypto_memo import active_memo
 from .errors import LocalProtocolError, WireError
 
 PUBLIC_KEY_SIZE = 32
@@ -40,6 +41,14 @@ def domain_message(domain: Domain, payload: bytes) -> bytes:
     """The exact bytes an Ed25519 signature under ``domain`` covers."""
     label = domain.value
     return bytes([len(label)]) + label + payload
+
+
+def _ed25519_valid(key: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        nacl.signing.VerifyKey(key).verify(message, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+        return False
+    return True
 
 
 @attrs.frozen(order=True)
@@ -69,11 +78,13 @@ class PublicKey:
         """True only if ``signature`` is this key's signature of ``payload`` under ``domain``."""
         if len(signature) != SIGNATURE_SIZE:
             return False
-        try:
-            nacl.signing.VerifyKey(self.raw).verify(domain_message(domain, payload), signature)
-        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
-            return False
-        return True
+        message = domain_message(domain, payload)
+        memo = active_memo()
+        if memo is not None:
+            return memo.verified(
+                self.raw, message, signature, lambda: _ed25519_valid(self.raw, message, signature)
+            )
+        return _ed25519_valid(self.raw, message, signature)
 
     def __repr__(self) -> str:
         return f"PublicKey({self.fingerprint})"

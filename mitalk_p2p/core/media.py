@@ -182,6 +182,11 @@ class MediaSession:
     def sending_generation(self) -> KeyGeneration | None:
         return self._speaker_keys.current.generation if self._speaker_keys else None
 
+    @property
+    def next_seq(self) -> int:
+        """The sequence number the next frame this peer sends will carry."""
+        return self._next_seq
+
     def held_keys(self, speaker: PublicKey) -> Keyring | None:
         """The sender keys this peer holds for ``speaker`` (for inspection and tests)."""
         stream = self._streams.get(speaker)

@@ -34,6 +34,7 @@ import attrs
 import nacl.bindings
 import nacl.exceptions
 
+from .crypto_memo import active_memo
 from .errors import WireError
 from .identity import SIGNATURE_SIZE, Domain, Identity, PublicKey, domain_message
 from .ids import RoomId
@@ -133,6 +134,18 @@ def seal_frame(
 
 def frame_signature_valid(datagram: bytes, room_id: RoomId, speaker: PublicKey) -> bool:
     """True only if ``speaker`` signed exactly these bytes for this room."""
+    memo = active_memo()
+    if memo is not None:
+        return memo.verified(
+            speaker.raw,
+            room_id.raw,
+            datagram,
+            lambda: _frame_signature_valid(datagram, room_id, speaker),
+        )
+    return _frame_signature_valid(datagram, room_id, speaker)
+
+
+def _frame_signature_valid(datagram: bytes, room_id: RoomId, speaker: PublicKey) -> bool:
     body, signature = datagram[:-SIGNATURE_SIZE], datagram[-SIGNATURE_SIZE:]
     try:
         nacl.bindings.crypto_sign_open(signature + _DOMAIN_PREFIX + room_id.raw + body, speaker.raw)
@@ -145,6 +158,19 @@ def open_frame(
     header: FrameHeader, datagram: bytes, *, room_id: RoomId, sender_key: bytes
 ) -> bytes:
     """Decrypt a frame whose signature was already checked.  Raises :class:`WireError`."""
+    memo = active_memo()
+    if memo is not None:
+        payload = memo.opened(
+            sender_key, room_id.raw, datagram, lambda: _open(header, datagram, room_id, sender_key)
+        )
+    else:
+        payload = _open(header, datagram, room_id, sender_key)
+    if payload is None:
+        raise WireError("media frame does not decrypt under the sender key")
+    return payload
+
+
+def _open(header: FrameHeader, datagram: bytes, room_id: RoomId, sender_key: bytes) -> bytes | None:
     ciphertext = datagram[HEADER_SIZE:-SIGNATURE_SIZE]
     try:
         return bytes(
@@ -153,4 +179,4 @@ def open_frame(
             )
         )
     except nacl.exceptions.CryptoError:
-        raise WireError("media frame does not decrypt under the sender key") from None
+        return None

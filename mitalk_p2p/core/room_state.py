@@ -87,6 +87,9 @@ class RoomState:
     revoked: set[bytes] = attrs.Factory(set)
     invite_uses: dict[bytes, int] = attrs.Factory(dict)
     successors: tuple[PublicKey, ...] = ()
+    _digest_cache: tuple[tuple[int, Term], bytes] | None = attrs.field(
+        default=None, eq=False, repr=False
+    )
 
     @classmethod
     def create(
@@ -229,13 +232,13 @@ class RoomState:
             w.fixed(self.host.raw, PUBLIC_KEY_SIZE)
         w.u64(self.seq)
         w.u32(len(self.members))
-        for key in sorted(self.members):
+        for key in sorted(self.members, key=_raw_key):
             m = self.members[key]
             w.fixed(key.raw, PUBLIC_KEY_SIZE).text(m.name).u8(m.role).u64(m.joined_seq)
             w.u64(m.hand_seq).boolean(m.stage_invited).boolean(m.muted).boolean(m.self_muted)
             w.u64(m.last_counter)
         w.u32(len(self.banned))
-        for key in sorted(self.banned):
+        for key in sorted(self.banned, key=_raw_key):
             w.fixed(key.raw, PUBLIC_KEY_SIZE)
         w.u32(len(self.revoked))
         for nonce in sorted(self.revoked):
@@ -285,10 +288,24 @@ class RoomState:
         return state
 
     def digest(self) -> bytes:
-        return hashlib.blake2b(self.encode(), digest_size=32, person=b"mitalk-state").digest()
+        """BLAKE2b of :meth:`encode`, remembered per ``(seq, term)``.
+
+        Every change to a state is a log entry (which moves ``seq``) or a new
+        term, so the pair names one encoding; heartbeats compare digests every
+        second, and re-encoding a large room each time would dominate.
+        """
+        version = (self.seq, self.term)
+        if self._digest_cache is None or self._digest_cache[0] != version:
+            value = hashlib.blake2b(self.encode(), digest_size=32, person=b"mitalk-state").digest()
+            self._digest_cache = (version, value)
+        return self._digest_cache[1]
 
     def copy(self) -> RoomState:
         return RoomState.decode(self.encode())
+
+
+def _raw_key(key: PublicKey) -> bytes:
+    return key.raw
 
 
 def _bounded(reader: Reader, limit: int, what: str) -> int:
