@@ -188,6 +188,7 @@ def test_tone_is_continuous_across_frames() -> None:
         {"frequency_hz": 24000.0},
         {"level_dbfs": 0.0},
         {"level_dbfs": math.inf},
+        {"level_dbfs": 1e6},
         {"frame_samples": 0},
     ],
 )
@@ -316,6 +317,8 @@ def test_wav_48_khz_16_bit_is_bit_exact_and_frames_are_padded(tmp_path: Path) ->
         writer.setframerate(RATE)
         writer.writeframes(samples_to_pcm(values))
     source = WavSource.open(path)
+    assert source.frame_count == 2
+    assert source.duration_seconds == 1000 / RATE
     first, second = read(source, 2)
     assert source.read_frame() is None
     assert pcm_to_samples(first).tolist() == values[:960]

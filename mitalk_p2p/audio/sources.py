@@ -7,9 +7,10 @@ full-scale sine reads about -3 dBFS).
 
 :class:`SyntheticSpeech` is bit-exact for a given seed on every machine: it draws only
 from a seeded :class:`random.Random` and computes with integers and basic float
-arithmetic (correctly rounded under IEEE 754), never with platform ``libm`` functions
-whose last bit may differ.  Its sine table comes from a Taylor polynomial for that
-reason.
+arithmetic (correctly rounded under IEEE 754), not with ``libm`` functions whose last
+bit may differ between platforms.  Its sine table comes from a Taylor polynomial for
+that reason, and its one ``libm`` result (the level's dB-to-linear gain) is rounded to
+an integer straight away.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def _check_tone_frequency(_instance: object, _attribute: object, value: float) -
 
 
 def _check_tone_level(_instance: object, _attribute: object, value: float) -> None:
-    if not math.isfinite(value) or _sine_amplitude(value) > SAMPLE_MAX:
+    if not (math.isfinite(value) and value < 0.0 and _sine_amplitude(value) <= SAMPLE_MAX):
         raise AudioSourceError(
             f"tone level must be a finite dBFS value up to about -3.01 "
             f"(a louder sine would clip), not {value!r}"
@@ -151,7 +152,7 @@ _BREATH_SCALE: Final = 4
 """Breath noise is the noise table (int8) times this: about 29 dB under a loud voice."""
 
 _HISS_SHIFT: Final = 5
-"""Pause noise is the noise table shifted right by this: within ±4, about -77 dBFS."""
+"""Pause noise is the noise table shifted right by this: -4 to 3, about -83 dBFS."""
 
 _GAIN_ONE: Final = 128
 """Per-syllable gain of 1.0 in the fixed-point syllable mix."""
@@ -272,14 +273,14 @@ class SyntheticSpeech:
     """An endless, deterministic speech-like signal for one simulated speaker.
 
     Talk spurts of 0.5-3 s alternate with pauses of 0.2-1.5 s that hold only a faint
-    hiss (about -77 dBFS), quiet enough for Opus DTX.  A spurt is a run of syllables
+    hiss (about -83 dBFS), quiet enough for Opus DTX.  A spurt is a run of syllables
     (120-220 ms each with 10-50 ms gaps, about 5 per second), each a vowel-like mix of
     8 harmonics of a fundamental that glides between syllables and falls across the
     spurt, plus a little breath noise, shaped by a rise-hold-fall envelope.  The loudest
     syllables' frames read about ``level_dbfs``; the others are up to 6 dB quieter.
 
     The same ``seed`` gives the same bytes on every machine.  Synthesis is cheap: pitch
-    periods are cached per (vowel, length), so each sample costs one multiply-add.
+    periods are cached per (vowel, length), so each sample costs a few integer operations.
     """
 
     seed: int = attrs.field(validator=attrs.validators.instance_of(int))
@@ -506,11 +507,6 @@ def _resample_linear(samples: array.array[int], rate: int) -> array.array[int]:
     return out
 
 
-def _pad_to_frames(pcm: bytes, frame_bytes: int) -> bytes:
-    """``pcm`` zero-padded to a whole number of frames."""
-    return pcm + bytes(-len(pcm) % frame_bytes)
-
-
 @attrs.define
 class WavSource:
     """A WAV file's audio as mono 48 kHz frames; the last frame is zero-padded.
@@ -521,7 +517,7 @@ class WavSource:
 
     path: Path
     pcm: bytes = attrs.field(repr=False)
-    """The whole file as 16-bit little-endian mono PCM, a whole number of frames."""
+    """The whole file as 16-bit little-endian mono PCM."""
     frame_samples: int = _frame_samples_field()
     loop: bool = False
     _position: int = attrs.field(default=0, init=False)
@@ -543,23 +539,27 @@ class WavSource:
         data = _read_wav(path, max_seconds)
         samples = pcm_to_samples(_to_int16_le(data.frames, data.sample_width))
         mono = _resample_linear(_downmix(samples, data.channels), data.rate)
-        pcm = _pad_to_frames(samples_to_pcm(mono), 2 * frame_samples)
-        return cls(path, pcm, frame_samples, loop)
+        return cls(path, samples_to_pcm(mono), frame_samples, loop)
 
     @property
     def frame_count(self) -> int:
-        """Frames in one pass over the file."""
-        return len(self.pcm) // (2 * self.frame_samples)
+        """Frames in one pass over the file, counting the padded last one."""
+        return -(-len(self.pcm) // (2 * self.frame_samples))
+
+    @property
+    def duration_seconds(self) -> float:
+        """Length of one pass over the file, without padding."""
+        return len(self.pcm) / (2 * SAMPLE_RATE)
 
     def read_frame(self) -> bytes | None:
         if self._position >= len(self.pcm):
             if not self.loop:
                 return None
             self._position = 0
-        end = self._position + 2 * self.frame_samples
-        frame = self.pcm[self._position : end]
-        self._position = end
-        return frame
+        size = 2 * self.frame_samples
+        frame = self.pcm[self._position : self._position + size]
+        self._position += size
+        return frame.ljust(size, b"\0")
 
 
 # -- specs --------------------------------------------------------------------------

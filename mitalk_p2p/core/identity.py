@@ -51,11 +51,41 @@ def _ed25519_valid(key: bytes, message: bytes, signature: bytes) -> bool:
     return True
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(eq=False)
 class PublicKey:
-    """An Ed25519 public key, the identity of a peer."""
+    """An Ed25519 public key, the identity of a peer.
+
+    Equality, hashing and order are those of the raw bytes, written out by hand:
+    keys are dictionary keys on every hot path, and a generated method that
+    builds a tuple per call costs several times more.
+    """
 
     raw: bytes = attrs.field(repr=False)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not PublicKey:
+            return NotImplemented
+        return self.raw == other.raw  # type: ignore[attr-defined, no-any-return]
+
+    def __ne__(self, other: object) -> bool:
+        if other.__class__ is not PublicKey:
+            return NotImplemented
+        return self.raw != other.raw  # type: ignore[attr-defined, no-any-return]
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+    def __lt__(self, other: PublicKey) -> bool:
+        return self.raw < other.raw
+
+    def __le__(self, other: PublicKey) -> bool:
+        return self.raw <= other.raw
+
+    def __gt__(self, other: PublicKey) -> bool:
+        return self.raw > other.raw
+
+    def __ge__(self, other: PublicKey) -> bool:
+        return self.raw >= other.raw
 
     @raw.validator
     def _check_length(self, _attribute: object, value: bytes) -> None:

@@ -10,11 +10,19 @@ from .identity import PublicKey
 from .jitter import JitterBuffer, JitterConfig
 from .media_frame import FrameHeader, KeyGeneration
 from .replay import Freshness, ReplayWindow
-from .sender_keys import KEYS_PER_SPEAKER, MAX_RATCHET_AHEAD, Keyring
+from .sender_keys import KEYS_PER_SPEAKER, Keyring
 
 SAMPLE_RATE = 48_000
 MAX_EPOCH_AHEAD = 16
 """Fresh-key epochs a frame may be ahead of the newest key held (each needs a removal)."""
+MAX_STEP_AHEAD = 4096
+"""Ratchet steps a frame may be ahead of the newest key held, checked before any crypto.
+
+Every join ratchets each speaker's key one step, and a listener only catches up
+when it hears a frame, so a quiet speaker in a busy room is legitimately many
+steps ahead.  A verified frame further ahead than :data:`~.sender_keys.MAX_RATCHET_AHEAD` is
+not ratcheted to: it waits while the listener asks the speaker for its key.
+"""
 SEQ_SLACK = 3_000
 """Frames a counter may run ahead of the newest accepted one, beyond what elapsed time allows."""
 MAX_PENDING = 64
@@ -52,9 +60,7 @@ class SpeakerStream:
         if latest is not None:
             if generation.epoch > latest.epoch + MAX_EPOCH_AHEAD:
                 return "generation-jump"
-            if generation.epoch == latest.epoch and generation.step > latest.step + (
-                MAX_RATCHET_AHEAD
-            ):
+            if generation.epoch == latest.epoch and generation.step > latest.step + MAX_STEP_AHEAD:
                 return "generation-jump"
             if (
                 generation < latest

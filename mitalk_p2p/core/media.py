@@ -141,6 +141,8 @@ class MediaSession:
     _member_keys: set[PublicKey] = attrs.Factory(set)
     _state: RoomState | None = None
     _by_index: dict[int, PublicKey] = attrs.Factory(dict)
+    _index_of: dict[PublicKey, int] = attrs.Factory(dict)
+    _roster_version: int = 0
     _speaker_keys: SpeakerKeys | None = None
     _floor: bool = False
     _next_seq: int = 0
@@ -246,30 +248,68 @@ class MediaSession:
         members: dict[PublicKey, Member] = {}
         if state is not None and self.me in state.members:
             members = state.members
-        rebuilt = state is not self._state
+        changes = (
+            state.roster_changes_since(self._roster_version)
+            if state is not None and state is self._state and members
+            else None
+        )
         self._state = state
         self._members = members
         self.host = host
-        old_keys, new_keys = self._member_keys, members.keys()
-        joined: list[PublicKey] = []
-        left: list[PublicKey] = []
-        if new_keys != old_keys:
-            joined = sorted(new_keys - old_keys - {self.me})
-            left = sorted(old_keys - new_keys - {self.me})
-            self._member_keys = set(new_keys)
-            rebuilt = True
-        if rebuilt:
-            self._by_index = {m.joined_seq: key for key, m in members.items()}
-            for key in sorted(self._streams):
-                member = members.get(key)
-                if member is None or member.joined_seq != self._streams[key].index:
-                    del self._streams[key]
+        self._roster_version = state.roster_version if state is not None else 0
+        if changes is not None:
+            joined, left = self._follow_roster(changes)
+        else:
+            joined, left = self._rebuild_roster()
         if not members:
             self._speaker_keys = None
             self._floor = False
             return
         self._update_floor(now, joined, left)
         self._offer_relay()
+
+    def _follow_roster(self, changed: list[PublicKey]) -> tuple[list[PublicKey], list[PublicKey]]:
+        """Apply a few roster changes: who joined and who left, in key order."""
+        joined: list[PublicKey] = []
+        left: list[PublicKey] = []
+        members, known = self._members, self._member_keys
+        for key in sorted(set(changed)):
+            old_index = self._index_of.pop(key, None)
+            if old_index is not None and self._by_index.get(old_index) == key:
+                del self._by_index[old_index]
+            member = members.get(key)
+            if member is not None:
+                self._by_index[member.joined_seq] = key
+                self._index_of[key] = member.joined_seq
+                stream = self._streams.get(key)
+                if stream is not None and stream.index != member.joined_seq:
+                    del self._streams[key]
+                if key not in known:
+                    known.add(key)
+                    if key != self.me:
+                        joined.append(key)
+            else:
+                self._streams.pop(key, None)
+                if key in known:
+                    known.discard(key)
+                    if key != self.me:
+                        left.append(key)
+        return joined, left
+
+    def _rebuild_roster(self) -> tuple[list[PublicKey], list[PublicKey]]:
+        """Compare the whole roster with what this session last knew."""
+        members = self._members
+        old_keys, new_keys = self._member_keys, members.keys()
+        joined = sorted(new_keys - old_keys - {self.me})
+        left = sorted(old_keys - new_keys - {self.me})
+        self._member_keys = set(new_keys)
+        self._by_index = {m.joined_seq: key for key, m in members.items()}
+        self._index_of = {key: m.joined_seq for key, m in members.items()}
+        for key in sorted(self._streams):
+            member = members.get(key)
+            if member is None or member.joined_seq != self._streams[key].index:
+                del self._streams[key]
+        return joined, left
 
     def _update_floor(self, now: float, joined: list[PublicKey], left: list[PublicKey]) -> None:
         me = self._members[self.me]

@@ -62,12 +62,25 @@ def room_tag(room_id: RoomId) -> bytes:
     ).digest()
 
 
-@attrs.frozen(order=True)
+@attrs.frozen
 class KeyGeneration:
     """Which sender key sealed a frame.  Ordered: later generations compare greater."""
 
     epoch: int
     step: int
+
+    # Compared for every frame received, so written out rather than generated.
+    def __lt__(self, other: KeyGeneration) -> bool:
+        return (self.epoch, self.step) < (other.epoch, other.step)
+
+    def __le__(self, other: KeyGeneration) -> bool:
+        return (self.epoch, self.step) <= (other.epoch, other.step)
+
+    def __gt__(self, other: KeyGeneration) -> bool:
+        return (self.epoch, self.step) > (other.epoch, other.step)
+
+    def __ge__(self, other: KeyGeneration) -> bool:
+        return (self.epoch, self.step) >= (other.epoch, other.step)
 
     def ratcheted(self) -> KeyGeneration:
         return KeyGeneration(self.epoch, self.step + 1)

@@ -149,6 +149,7 @@ class RoomReplica:
     _next_heartbeat: float = 0.0
     _last_resync_request: float = float("-inf")
     _last_heartbeat_seen: Heartbeat | None = None
+    _rank_cache: tuple[LogEntry, int | None] | None = None
     _merged_terms: set[Term] = attrs.Factory(set)
     _snapshot_pending_for: PublicKey | None = None
     _behind_at: int | None = None
@@ -729,14 +730,17 @@ class RoomReplica:
 
     def _signed_rank(self) -> int | None:
         """Our rank in the host's latest signed successor list, the one a claim must carry."""
-        if self._successors_entry is None:
+        entry = self._successors_entry
+        if entry is None:
             return None
-        op = self._successors_entry.request.op
+        cached = self._rank_cache
+        if cached is not None and cached[0] is entry:
+            return cached[1]
+        op = entry.request.op
         assert isinstance(op, SetSuccessors)
-        try:
-            return op.successors.index(self.me)
-        except ValueError:
-            return None
+        rank = op.successors.index(self.me) if self.me in op.successors else None
+        self._rank_cache = (entry, rank)
+        return rank
 
     def _claim_deadline(self) -> float | None:
         state = self.state

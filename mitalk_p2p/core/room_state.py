@@ -90,6 +90,31 @@ class RoomState:
     _digest_cache: tuple[tuple[int, Term], bytes] | None = attrs.field(
         default=None, eq=False, repr=False
     )
+    _roster_changes: list[PublicKey] = attrs.field(factory=list, eq=False, repr=False)
+    _roster_base: int = attrs.field(default=0, eq=False, repr=False)
+
+    # --- roster changes ---------------------------------------------------------
+
+    @property
+    def roster_version(self) -> int:
+        """Counts the membership changes (joins, removals, re-indexings) this object went through."""
+        return self._roster_base + len(self._roster_changes)
+
+    def roster_changes_since(self, version: int) -> list[PublicKey] | None:
+        """Members whose presence or index changed since ``version``; ``None`` if no longer known.
+
+        Lets a peer follow a large roster in time proportional to the change, not the room.
+        """
+        if version < self._roster_base or version > self.roster_version:
+            return None
+        return self._roster_changes[version - self._roster_base :]
+
+    def _roster_touched(self, key: PublicKey) -> None:
+        self._roster_changes.append(key)
+        if len(self._roster_changes) > MAX_ROSTER_CHANGES:
+            dropped = len(self._roster_changes) // 2
+            del self._roster_changes[:dropped]
+            self._roster_base += dropped
 
     @classmethod
     def create(
@@ -178,6 +203,7 @@ class RoomState:
                 actor.self_muted = muted
             case Admit():
                 self.members[op.member] = Member(op.member, op.name, op.role, joined_seq=seq)
+                self._roster_touched(op.member)
                 if op.invite_nonce != ZERO_NONCE:
                     self.invite_uses[op.invite_nonce] = self.invite_uses.get(op.invite_nonce, 0) + 1
             case InviteToStage(target=target):
@@ -206,6 +232,7 @@ class RoomState:
                     replaced = self.members[previous]
                     self._to_audience(replaced)
                     replaced.joined_seq = seq
+                    self._roster_touched(previous)
                 actor.role, actor.hand_seq, actor.stage_invited = Role.HOST, 0, False
                 self.host = author
                 self.successors = tuple(k for k in self.successors if k != author)
@@ -216,6 +243,7 @@ class RoomState:
 
     def _remove(self, key: PublicKey) -> None:
         del self.members[key]
+        self._roster_touched(key)
         if key == self.host:
             self.host = None
         self.successors = tuple(k for k in self.successors if k != key)
@@ -302,6 +330,9 @@ class RoomState:
 
     def copy(self) -> RoomState:
         return RoomState.decode(self.encode())
+
+
+MAX_ROSTER_CHANGES = 4096
 
 
 def _raw_key(key: PublicKey) -> bytes:
