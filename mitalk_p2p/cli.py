@@ -145,7 +145,58 @@ def _cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
     return int(walkthrough.run(ctx.out))
 
 
-SUBCOMMANDS: tuple[Callable[[_SubParsers], None], ...] = (_add_id, _add_demo)
+def _add_scenario(subparsers: _SubParsers) -> None:
+    parser = subparsers.add_parser(
+        "scenario",
+        help="run simulated multi-peer scenarios",
+        description="Run a scenario file in the deterministic simulator, or list the shipped ones.",
+        parents=[_global_options(suppress_defaults=True)],
+    )
+    actions = parser.add_subparsers(title="actions", dest="action", metavar="ACTION", required=True)
+    run = actions.add_parser(
+        "run",
+        help="run one scenario; exit 0 only if every expectation holds",
+        description=(
+            "Run one scenario and judge its expectations.  Exit status: 0 when every "
+            "expectation holds, 1 when one fails, 2 when the scenario can't run."
+        ),
+        parents=[_global_options(suppress_defaults=True)],
+    )
+    run.add_argument("path", metavar="PATH", help="a scenario file, or a shipped scenario's name")
+    run.add_argument("--seed", type=int, default=None, help="override the scenario's seed")
+    run.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    run.add_argument(
+        "--report", metavar="DIR", type=Path, default=None, help="write an HTML report into DIR"
+    )
+    run.set_defaults(handler=_cmd_scenario_run)
+    listing = actions.add_parser(
+        "list",
+        help="list the shipped scenarios",
+        parents=[_global_options(suppress_defaults=True)],
+    )
+    listing.set_defaults(handler=_cmd_scenario_list)
+
+
+def _cmd_scenario_run(args: argparse.Namespace, ctx: Context) -> int:
+    from .sim import command
+
+    return command.run(
+        args.path,
+        seed=args.seed,
+        as_json=args.json,
+        report=args.report,
+        out=ctx.out,
+        progress_to=command.wants_progress(args.json),
+    )
+
+
+def _cmd_scenario_list(args: argparse.Namespace, ctx: Context) -> int:
+    from .sim import command
+
+    return command.list_scenarios(ctx.out)
+
+
+SUBCOMMANDS: tuple[Callable[[_SubParsers], None], ...] = (_add_id, _add_demo, _add_scenario)
 """Every subcommand's parser builder, in the order ``--help`` lists them."""
 
 
