@@ -9,6 +9,7 @@ same log of operations in the same order, so every replica computes the same
 from __future__ import annotations
 
 import hashlib
+import struct
 
 import attrs
 
@@ -260,11 +261,27 @@ class RoomState:
             w.fixed(self.host.raw, PUBLIC_KEY_SIZE)
         w.u64(self.seq)
         w.u32(len(self.members))
+        # The member table is most of a large room's state and is encoded for every
+        # digest, so its fixed-size fields go through one precompiled struct.
+        parts = []
         for key in sorted(self.members, key=_raw_key):
             m = self.members[key]
-            w.fixed(key.raw, PUBLIC_KEY_SIZE).text(m.name).u8(m.role).u64(m.joined_seq)
-            w.u64(m.hand_seq).boolean(m.stage_invited).boolean(m.muted).boolean(m.self_muted)
-            w.u64(m.last_counter)
+            name = m.name.encode("utf-8")
+            parts.append(key.raw)
+            parts.append(_NAME_LENGTH.pack(len(name)))
+            parts.append(name)
+            parts.append(
+                _MEMBER_FIELDS.pack(
+                    m.role,
+                    m.joined_seq,
+                    m.hand_seq,
+                    m.stage_invited,
+                    m.muted,
+                    m.self_muted,
+                    m.last_counter,
+                )
+            )
+        w.raw(b"".join(parts))
         w.u32(len(self.banned))
         for key in sorted(self.banned, key=_raw_key):
             w.fixed(key.raw, PUBLIC_KEY_SIZE)
@@ -333,6 +350,9 @@ class RoomState:
 
 
 MAX_ROSTER_CHANGES = 4096
+_NAME_LENGTH = struct.Struct(">H")
+_MEMBER_FIELDS = struct.Struct(">BQQ???Q")
+"""role u8, joined_seq u64, hand_seq u64, stage_invited, muted, self_muted, last_counter u64."""
 
 
 def _raw_key(key: PublicKey) -> bytes:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import attrs
 import nacl.utils
 
+from .errors import LocalProtocolError
 from .identity import PublicKey
 from .media_frame import KEY_SIZE, KeyGeneration
 
@@ -35,6 +36,23 @@ KEYS_PER_SPEAKER = 8
 def system_key_source(size: int) -> bytes:
     """Key material from libsodium's CSPRNG: the only source real peers use."""
     return bytes(nacl.utils.random(size))
+
+
+class SimulatedKeysRefused(LocalProtocolError):
+    """A real peer was handed the simulator's deterministic key material."""
+
+
+def refuse_simulated_keys(source: KeySource) -> KeySource:
+    """Return ``source``, unless it is the simulator's :class:`SeededKeySource`.
+
+    Real peers (the trio runtime) pass their key source through this, so a
+    seeded, guessable key can never protect real audio.
+    """
+    if isinstance(source, SeededKeySource):
+        raise SimulatedKeysRefused(
+            "seeded sender keys are for the simulator only; a real peer needs system randomness"
+        )
+    return source
 
 
 @attrs.define(repr=False)

@@ -52,6 +52,9 @@ from .network import LinkModel, Network, Uplink
 
 UNIX_EPOCH = 1_800_000_000.0
 """The wall-clock time the simulated day starts at (peers add their clock offset)."""
+MONOTONIC_START = 10_000.0
+"""What peers' monotonic clocks read when the simulation starts, as a real clock reads
+some arbitrary large value; each peer's clock offset is added to it."""
 MAX_EVENTS = 200_000_000
 
 _TIMER, _LINK, _DATAGRAM, _SPEAK, _CALL = range(5)
@@ -80,6 +83,11 @@ class SimPeer:
     status: str = "idle"
     """``idle`` (not started), ``joining``, ``member``, ``crashed``, ``left``, ``removed``."""
     decoders: dict[int, OpusDecoder] = attrs.Factory(dict)
+    clock_shift: float = attrs.field(init=False)
+    """What this peer's monotonic clock reads at virtual time zero."""
+
+    def __attrs_post_init__(self) -> None:
+        self.clock_shift = MONOTONIC_START + self.spec.clock_offset
 
     @property
     def name(self) -> str:
@@ -195,10 +203,10 @@ class Simulator:
         return self.peers[index].name if index is not None else key.short
 
     def local_time(self, sim_peer: SimPeer) -> float:
-        return self.now + sim_peer.spec.clock_offset
+        return self.now + sim_peer.clock_shift
 
     def unix_time(self, sim_peer: SimPeer) -> float:
-        return UNIX_EPOCH + self.local_time(sim_peer)
+        return UNIX_EPOCH + self.now + sim_peer.spec.clock_offset
 
     @property
     def host(self) -> SimPeer | None:
@@ -358,6 +366,10 @@ class Simulator:
         self._push(self.now, _SPEAK, sim_peer.index, speech)
         self.trace.add(t.ActionTaken(self.now, "speak", name, f"{seconds:g} s"))
 
+    def inject_datagram(self, target: str, data: bytes, *, source: str, delay: float = 0.0) -> None:
+        """Deliver raw bytes to ``target`` as if ``source`` had sent them (for attacks)."""
+        self._push(self.now + delay, _DATAGRAM, self[target].index, (self[source].index, data))
+
     def call_at(self, when: float, action: Callable[[], object]) -> None:
         """Run ``action`` at virtual time ``when`` (used by the scenario timeline)."""
         self._push(when, _CALL, -1, action)
@@ -389,7 +401,7 @@ class Simulator:
                 if self._timer_at.get(target) != when:
                     continue
                 del self._timer_at[target]
-                sim_peer.peer.handle_timer(self.now + sim_peer.spec.clock_offset)
+                sim_peer.peer.handle_timer(self.now + sim_peer.clock_shift)
                 self._after_input(target)
                 self._note_replan(sim_peer)
             else:
@@ -413,7 +425,7 @@ class Simulator:
         peer = sim_peer.peer
         assert peer is not None
         peer.receive_datagram(
-            data, self.peers[source].address, self.now + sim_peer.spec.clock_offset
+            data, self.peers[source].address, self.now + sim_peer.clock_shift
         )
         self._after_input(sim_peer.index)
 
@@ -426,13 +438,13 @@ class Simulator:
         self.network.counters.messages_delivered += 1
         peer = sim_peer.peer
         assert peer is not None
-        local = self.now + sim_peer.spec.clock_offset
+        local = self.now + sim_peer.clock_shift
         peer.receive_link(
             data,
             self.peers[source].identity.public_key,
             local,
             handshake_hash=self._handshake_hash(source, target),
-            unix_time=UNIX_EPOCH + local,
+            unix_time=UNIX_EPOCH + self.now + sim_peer.spec.clock_offset,
         )
         self._after_input(target)
         self._note_replan(sim_peer)
@@ -450,7 +462,7 @@ class Simulator:
             if speech.encoder is not None and is_dtx(packet):
                 self._count("speech_dtx_frames")
             else:
-                local = self.now + sim_peer.spec.clock_offset
+                local = self.now + sim_peer.clock_shift
                 seq = peer.media.next_seq
                 sent = peer.send_frame(packet, local, local)
                 outbound = peer.outbound()
@@ -515,7 +527,7 @@ class Simulator:
             self._record_events(sim_peer, events)
         deadline = peer.next_deadline()
         if deadline is not None:
-            when = deadline - sim_peer.spec.clock_offset
+            when = deadline - sim_peer.clock_shift
             if when < now:
                 when = now
             if self._timer_at.get(index) != when:
