@@ -65,12 +65,12 @@ class PublicKey:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not PublicKey:
             return NotImplemented
-        return self.raw == other.raw  # type: ignore[attr-defined, no-any-return]
+        return self.raw == other.raw
 
     def __ne__(self, other: object) -> bool:
         if other.__class__ is not PublicKey:
             return NotImplemented
-        return self.raw != other.raw  # type: ignore[attr-defined, no-any-return]
+        return self.raw != other.raw
 
     def __hash__(self) -> int:
         return hash(self.raw)

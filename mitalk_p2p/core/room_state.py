@@ -98,7 +98,7 @@ class RoomState:
 
     @property
     def roster_version(self) -> int:
-        """Counts the membership changes (joins, removals, re-indexings) this object went through."""
+        """How many membership changes (joins, removals, re-indexings) this object went through."""
         return self._roster_base + len(self._roster_changes)
 
     def roster_changes_since(self, version: int) -> list[PublicKey] | None:

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 import attrs
 
 from ..core.errors import WireError
-from ..core.media_frame import HEADER_SIZE, SIGNATURE_SIZE, open_frame, parse_header
+from ..core.identity import SIGNATURE_SIZE
+from ..core.media_frame import HEADER_SIZE, open_frame, parse_header
 from ..core.sender_keys import MAX_RATCHET_AHEAD, ratchet_secret
 from . import trace as t
 from .results import ExpectationResult, ScenarioResult, TreeSnapshot, percentile
@@ -81,7 +82,9 @@ class Analysis:
         for record in self.trace.records:
             if isinstance(record, t.JoinedRoom):
                 starts.setdefault(index(record.peer), record.time)
-            elif isinstance(record, t.LeftRoom) or (isinstance(record, t.ActionTaken) and record.action in ("crash", "leave")):
+            elif isinstance(record, t.LeftRoom) or (
+                isinstance(record, t.ActionTaken) and record.action in ("crash", "leave")
+            ):
                 close(index(record.peer), record.time)
         for peer in list(starts):
             close(peer, self.end)
@@ -104,7 +107,7 @@ class Analysis:
         if not log:
             return [(start, stop)]
         out: list[Interval] = []
-        edges = [(0.0, {})] + log
+        edges: list[tuple[float, dict[int, int]]] = [(0.0, {}), *log]
         for i, (since, groups) in enumerate(edges):
             until = edges[i + 1][0] if i + 1 < len(edges) else math.inf
             lo, hi = max(start, since), min(stop, until)
@@ -192,7 +195,7 @@ class Analysis:
                 latest = record
         return latest
 
-    def repairs(self) -> list[tuple[str, float, float, tuple[str, ...], TreeSnapshot | None]]:
+    def repairs(self) -> list[tuple[str, float, float, tuple[str, ...], TreeSnapshot]]:
         """For each relay lost while someone spoke: (relay, time, repair seconds, orphans)."""
         out = []
         for record in self.trace.of_type(t.ActionTaken):
@@ -354,7 +357,11 @@ class Analysis:
                 continue
             checked += 1
             pair = self.pairs.get((listener, speaker))
-            arrivals = [] if pair is None else [s + lat for s, lat in zip(pair.sent, pair.latency)]
+            arrivals = (
+                []
+                if pair is None
+                else [s + lat for s, lat in zip(pair.sent, pair.latency, strict=True)]
+            )
             if not any(e.start <= a <= e.end for a in arrivals):
                 silent.append(self.names[listener])
         if not checked:

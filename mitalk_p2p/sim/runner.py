@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import zlib
 from collections.abc import Callable
@@ -93,7 +94,7 @@ def run_scenario(
         step = max(1.0, scenario.duration / 100)
         moment = step
         while moment < scenario.duration:
-            sim.call_at(moment, lambda m=moment: progress(m, scenario.duration))
+            sim.call_at(moment, functools.partial(progress, moment, scenario.duration))
             moment += step
     sim.run_until(scenario.duration)
     if progress is not None:
@@ -113,9 +114,9 @@ class _Timeline:
         sim.create_room(host.name, room_name=scenario.room.name)
         for plan in scenario.peers[1:]:
             if plan.join_at is not None:
-                sim.call_at(plan.join_at, lambda p=plan: self.join(p.name, p.role, None))
+                sim.call_at(plan.join_at, functools.partial(self.join, plan.name, plan.role, None))
         for action in scenario.timeline:
-            sim.call_at(action.at, lambda a=action: self.perform(a))
+            sim.call_at(action.at, functools.partial(self.perform, action))
 
     # --- actions ---------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -255,7 +255,20 @@ class _Reader:
             raise self.fail(here, f"must be {_kind_name(kind)}, not {_type_name(value)}")
         if check is not None and (problem := check(value)) is not None:
             raise self.fail(here, problem)
-        return value  # type: ignore[return-value]
+        return value
+
+    def maybe(
+        self,
+        table: dict[str, Any],
+        where: tuple[str | int, ...],
+        key: str,
+        kind: type[T],
+        check: Callable[[T], str | None] | None = None,
+    ) -> T | None:
+        """Like :meth:`take`, with ``None`` when the key is absent."""
+        if key not in table:
+            return None
+        return self.take(table, where, key, kind, cast(T, None), check)
 
     def names(
         self, table: dict[str, Any], where: tuple[str | int, ...], key: str
@@ -360,7 +373,7 @@ class _Reader:
         table = self.table(value, where)
         allowed = set(attrs.fields_dict(LinkModel)) | {"upload_kbps", "queue_ms", "link"}
         self.only(table, where, allowed)
-        link = LinkModel(**self.link_changes(table, where, set()))  # type: ignore[arg-type]
+        link = LinkModel().with_changes(**self.link_changes(table, where, set()))
         upload = self.take(table, where, "upload_kbps", float, 0.0, _not_negative)
         queue = self.take(table, where, "queue_ms", float, 500.0, _positive)
         overrides = []
@@ -487,8 +500,8 @@ class _Reader:
             if at > duration:
                 raise self.fail((*here, "at"), f"time {at:g} s is after the end ({duration:g} s)")
             last = at
-            peer = self.take(item, here, "peer", str, None)  # type: ignore[arg-type]
-            target = self.take(item, here, "target", str, None)  # type: ignore[arg-type]
+            peer = self.maybe(item, here, "peer", str)
+            target = self.maybe(item, here, "target", str)
             self.check_peer(peer, (*here, "peer"), known, kind)
             self.check_peer(target, (*here, "target"), known, kind)
             groups: tuple[tuple[str, ...], ...] = ()
@@ -571,16 +584,16 @@ class _Reader:
             for key in sorted(required):
                 if key not in item:
                     raise self.fail(here, f"{check} needs {key!r}")
-            speaker = self.take(item, here, "speaker", str, None)  # type: ignore[arg-type]
-            peer = self.take(item, here, "peer", str, None)  # type: ignore[arg-type]
+            speaker = self.maybe(item, here, "speaker", str)
+            peer = self.maybe(item, here, "peer", str)
             self.check_peer(speaker, (*here, "speaker"), known, check)
             self.check_peer(peer, (*here, "peer"), known, check)
             listeners = self.names(item, here, "listeners")
             for name in listeners:
                 if name not in known:
                     raise self.fail((*here, "listeners"), f"no peer named {name!r}")
-            start = self.take(item, here, "from", float, None, _not_negative)  # type: ignore[arg-type]
-            end = self.take(item, here, "until", float, None, _not_negative)  # type: ignore[arg-type]
+            start = self.maybe(item, here, "from", float, _not_negative)
+            end = self.maybe(item, here, "until", float, _not_negative)
             if start is not None and end is not None and end <= start:
                 raise self.fail((*here, "until"), "must be after 'from'")
             if end is not None and end > duration:
@@ -588,8 +601,8 @@ class _Reader:
             out.append(
                 Expectation(
                     check=check,
-                    min=self.take(item, here, "min", float, None, _probability),  # type: ignore[arg-type]
-                    max_ms=self.take(item, here, "max_ms", float, None, _positive),  # type: ignore[arg-type]
+                    min=self.maybe(item, here, "min", float, _probability),
+                    max_ms=self.maybe(item, here, "max_ms", float, _positive),
                     percentile=self.take(
                         item, here, "percentile", float, 95.0, _between_f(1.0, 100.0)
                     ),
@@ -598,8 +611,8 @@ class _Reader:
                     listeners=listeners,
                     start=start,
                     end=end,
-                    role=self.take(item, here, "role", str, None, _choice(ROLES)),  # type: ignore[arg-type]
-                    count=self.take(item, here, "count", int, None, _between(0, 100)),  # type: ignore[arg-type]
+                    role=self.maybe(item, here, "role", str, _choice(ROLES)),
+                    count=self.maybe(item, here, "count", int, _between(0, 100)),
                     line=locate(self.text, here),
                 )
             )

@@ -20,6 +20,7 @@ import hashlib
 import heapq
 import random
 from collections.abc import Callable, Iterable, Sequence
+from typing import cast
 
 import attrs
 
@@ -424,9 +425,7 @@ class Simulator:
         self.network.counters.datagrams_delivered += 1
         peer = sim_peer.peer
         assert peer is not None
-        peer.receive_datagram(
-            data, self.peers[source].address, self.now + sim_peer.clock_shift
-        )
+        peer.receive_datagram(data, self.peers[source].address, self.now + sim_peer.clock_shift)
         self._after_input(sim_peer.index)
 
     def _deliver_message(self, sim_peer: SimPeer, payload: tuple[int, bytes]) -> None:
@@ -551,15 +550,16 @@ class Simulator:
         for event in events:
             kind = type(event)
             if kind is FrameReceived:
-                speaker = self._by_key.get(event.speaker)  # type: ignore[attr-defined]
+                received = cast(FrameReceived, event)
+                speaker = self._by_key.get(received.speaker)
                 if speaker is None:
                     continue
-                seq = event.seq  # type: ignore[attr-defined]
+                seq = received.seq
                 sent = self._sent_at[speaker].get(seq)
                 if sent is not None:
                     trace.frame_delivered(now, index, speaker, seq, now - sent)
             elif kind is AudioOut:
-                self._play(sim_peer, event)  # type: ignore[arg-type]
+                self._play(sim_peer, cast(AudioOut, event))
             else:
                 self._record_other(sim_peer, event)
 

@@ -18,7 +18,7 @@ import hashlib
 import struct
 from array import array
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -148,7 +148,7 @@ class Trace:
     """Peer names by scenario index."""
     records: list[Record] = attrs.Factory(list)
     """Every record except frame sends and deliveries, in order."""
-    _digest: hashlib._Hash = attrs.Factory(lambda: hashlib.blake2b(person=b"mitalk-trace"))
+    _digest: Any = attrs.Factory(lambda: hashlib.blake2b(person=b"mitalk-trace"))
     _index: dict[str, int] = attrs.field(init=False)
     # Frame deliveries, column by column.
     _d_listener: array[int] = attrs.Factory(lambda: array("I"))
@@ -190,7 +190,8 @@ class Trace:
 
     @property
     def digest(self) -> str:
-        return self._digest.copy().hexdigest()[:32]
+        digest: str = self._digest.copy().hexdigest()
+        return digest[:32]
 
     def __len__(self) -> int:
         return len(self.records) + len(self._d_time) + len(self._s_time)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from mitalk_p2p.sim.network import IP_UDP_OVERHEAD, LinkModel, Network, Uplink
@@ -34,7 +35,7 @@ def test_gilbert_elliott_loss_comes_in_bursts() -> None:
     assert 0.02 < share < 0.06  # stationary bad share: 0.01 / (0.01 + 0.25), about 3.8 %
     independent = network(LinkModel(loss=share))
     ind = [not independent.datagram_arrivals(0, 1, 100, 0.0) for _ in range(50_000)]
-    ind_runs = sum(1 for a, b in zip(ind, ind[1:], strict=False) if a and not b)
+    ind_runs = sum(1 for a, b in itertools.pairwise(ind) if a and not b)
     assert ind_runs > 2 * len(runs)
 
 
@@ -43,7 +44,7 @@ def test_duplicates_and_reordering() -> None:
     arrivals = [net.datagram_arrivals(0, 1, 100, i * 0.02) for i in range(1000)]
     assert 400 < sum(len(a) == 2 for a in arrivals) < 600
     firsts = [a[0] for a in arrivals]
-    assert any(later < earlier for earlier, later in zip(firsts, firsts[1:], strict=False))
+    assert any(later < earlier for earlier, later in itertools.pairwise(firsts))
     assert net.counters.datagrams_reordered > 0
 
 

@@ -75,8 +75,15 @@ def test_report_writes_a_self_contained_page(
 def test_list_shows_every_shipped_scenario(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["scenario", "list"]) == 0
     out = capsys.readouterr().out
-    for name in ("small_room", "relay_crash", "host_crash", "partition_heal", "lossy_lan",
-                 "kick_rotation", "large_room"):
+    for name in (
+        "small_room",
+        "relay_crash",
+        "host_crash",
+        "partition_heal",
+        "lossy_lan",
+        "kick_rotation",
+        "large_room",
+    ):
         assert name in out
 
 

@@ -44,7 +44,7 @@ def test_a_good_file_parses() -> None:
     ("edit", "line", "reason"),
     [
         (("[peers]\n", "[peers]\nlistenerz = 2\n"), 5, "peers.listenerz: unknown key"),
-        (('duration = 10.0', 'duration = "long"'), 2, "duration: must be a number, not a string"),
+        (("duration = 10.0", 'duration = "long"'), 2, "duration: must be a number, not a string"),
         (('peer = "ann"', 'peer = "bob"'), 13, "timeline[0].peer: no peer named 'bob'"),
         (("at = 1.0", "at = 11.0"), 11, "after the end"),
         (("min = 0.9", "min = 1.5"), 17, "expect[0].min: must be between 0 and 1"),
@@ -82,7 +82,11 @@ def test_a_missing_file_is_a_clear_error(tmp_path: object) -> None:
 
 
 def test_partition_groups_expand_ranges_and_check_names() -> None:
-    text = GOOD + '\n[[timeline]]\nat = 2.0\naction = "partition"\ngroups = [["host", "l001..l002"], ["rest"]]\n'
+    text = (
+        GOOD
+        + '\n[[timeline]]\nat = 2.0\naction = "partition"\n'
+        + 'groups = [["host", "l001..l002"], ["rest"]]\n'
+    )
     scenario = parse_scenario(text)
     assert scenario.timeline[-1].groups == (("host", "l001", "l002"), ("rest",))
     bad = text.replace("l001..l002", "l001..l009")
@@ -90,5 +94,7 @@ def test_partition_groups_expand_ranges_and_check_names() -> None:
 
 
 def test_a_second_host_is_refused() -> None:
-    text = GOOD + '\n[[peer]]\nname = "bea"\nrole = "host"\n\n[[peer]]\nname = "cy"\nrole = "host"\n'
+    text = (
+        GOOD + '\n[[peer]]\nname = "bea"\nrole = "host"\n\n[[peer]]\nname = "cy"\nrole = "host"\n'
+    )
     assert "a room has one host" in str(refused(text))

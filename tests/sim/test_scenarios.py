@@ -81,7 +81,9 @@ def test_relay_crash_orphans_hear_again_within_a_second(
     [repair] = result.tree_repair_ms
     assert 0 < repair <= 1000
     switched = [
-        r for r in sim.trace.of_type(t.ParentChanged) if r.time > crash.time and r.parent != crash.peer
+        r
+        for r in sim.trace.of_type(t.ParentChanged)
+        if r.time > crash.time and r.parent != crash.peer
     ]
     assert switched, "orphans changed parent"
     assert [s.label for s in result.trees][:2] == [
