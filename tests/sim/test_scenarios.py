@@ -44,7 +44,7 @@ def test_shipped_scenario_meets_every_expectation(
 
 def test_every_shipped_scenario_loads_and_describes_itself() -> None:
     names = {p.stem for p in Path(SHIPPED).glob("*.toml")}
-    assert names == {*SMALL, "large_room"}
+    assert names == {*SMALL, "large_room", "decoding_room"}
     for name in names:
         scenario = shipped(name)
         assert scenario.description
