@@ -60,7 +60,7 @@ def test_an_unknown_scenario_name_lists_the_shipped_ones(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["scenario", "run", "no_such_room"]) == 2
-    assert "shipped scenarios: host_crash" in capsys.readouterr().err
+    assert "shipped scenarios: decoding_room, host_crash" in capsys.readouterr().err
 
 
 def test_report_writes_a_self_contained_page(
