@@ -21,7 +21,6 @@ reordering, but the same uplink queue and delay.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterable
 
@@ -119,9 +118,6 @@ class Network:
         """Override both directions between ``a`` and ``b``."""
         self._overrides[(a, b)] = model
         self._overrides[(b, a)] = model
-
-    def set_default(self, model: LinkModel) -> None:
-        self.default = model
 
     def change_everywhere(self, **changes: float | str) -> None:
         """Apply ``changes`` to the default and to every override (e.g. a new loss rate)."""
@@ -241,7 +237,3 @@ class Network:
                 scale = jitter * (PARETO_SHAPE - 1) / PARETO_SHAPE
                 latency += scale * rng.paretovariate(PARETO_SHAPE)
         return max(0.0, latency) / 1000.0
-
-
-def mean_burst_length(model: LinkModel) -> float:
-    return math.inf if not model.burst_exit else 1.0 / model.burst_exit

@@ -201,20 +201,16 @@ class _Timeline:
         tree = coordinator.tree if coordinator is not None else None
         if tree is None:
             raise SimulationError("there is no tree, so no busiest relay")
-        busiest = max(
-            (k for k in tree.members if k != tree.root),
-            key=lambda k: (len(tree.children(k)), -self.sim.peers[self.index(k)].index),
-            default=None,
-        )
-        if busiest is None or not tree.children(busiest):
+        relays = [k for k in tree.members if k != tree.root and tree.children(k)]
+        if not relays:
             raise SimulationError("no peer relays to anyone")
-        return self.sim.name_of(busiest) or "?"
-
-    def index(self, key: object) -> int:
-        for sim_peer in self.sim.peers:
-            if sim_peer.identity.public_key == key:
-                return sim_peer.index
-        raise SimulationError("unknown peer")
+        # The most children wins; ties go to the peer listed first in the scenario.
+        names = [self.sim.name_of(k) or "?" for k in relays]
+        busiest = min(
+            zip(relays, names, strict=True),
+            key=lambda r: (-len(tree.children(r[0])), self.sim[r[1]].index),
+        )
+        return busiest[1]
 
     def groups(self, groups: tuple[tuple[str, ...], ...]) -> list[list[str]]:
         listed = {name for group in groups for name in group if name != REST}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import attrs
@@ -144,7 +144,6 @@ class Simulator:
     _replans_seen: dict[int, int] = attrs.Factory(dict)
     _taps: dict[int, list[tuple[float, int, bytes]]] = attrs.Factory(dict)
     _tap_keys: dict[tuple[int, int], dict[str, bytes]] = attrs.Factory(dict)
-    _host_index: int | None = None
     partition_log: list[tuple[float, dict[int, int]]] = attrs.Factory(list)
     """(time, peer index -> group number) at each partition and heal (an empty map)."""
 
@@ -241,7 +240,6 @@ class Simulator:
             fanout=self.fanout,
         )
         sim_peer.status = "member"
-        self._host_index = sim_peer.index
         self.trace.add(t.JoinedRoom(self.now, name))
         state = sim_peer.peer.state
         assert state is not None
@@ -698,7 +696,3 @@ def _derive(seed: int, label: str, size: int) -> bytes:
 def _op_detail(sim: Simulator, op: Op) -> str:
     target = getattr(op, "target", None)
     return sim.name_of(target) or "" if isinstance(target, PublicKey) else ""
-
-
-def names_of(sim: Simulator, keys: Iterable[PublicKey]) -> list[str]:
-    return sorted(sim.name_of(k) or "?" for k in keys)
