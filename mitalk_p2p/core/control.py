@@ -25,6 +25,7 @@ from typing import TypeAlias
 
 import attrs
 
+from .crypto_memo import active_memo
 from .errors import WireError
 from .identity import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Domain, Identity, PublicKey
 from .ids import ROOM_ID_SIZE, RoomId
@@ -437,17 +438,25 @@ def decode_message(data: bytes) -> tuple[Kind, Message]:
         kind = Kind(data[1])
     except ValueError:
         raise WireError(f"unknown control message kind {data[1]}") from None
+    decode = _DECODERS[kind]
     payload = data[2:]
-    decoders: dict[Kind, Callable[[bytes], Message]] = {
-        Kind.REQUEST: SignedRequest.decode,
-        Kind.ENTRY: LogEntry.decode,
-        Kind.HEARTBEAT: Heartbeat.decode,
-        Kind.CLAIM: Claim.decode,
-        Kind.SNAPSHOT: Snapshot.decode,
-        Kind.MERGE_OFFER: Snapshot.decode,
-        Kind.SNAPSHOT_REQUEST: SnapshotRequest.decode,
-        Kind.JOIN: JoinRequest.decode,
-        Kind.JOIN_REFUSED: JoinRefused.decode,
-    }
-    message: Message = decoders[kind](payload)
-    return kind, message
+    memo = active_memo()
+    if memo is not None and kind in _IMMUTABLE_KINDS:
+        return kind, memo.parsed(data, lambda: decode(payload))
+    return kind, decode(payload)
+
+
+_DECODERS: dict[Kind, Callable[[bytes], Message]] = {
+    Kind.REQUEST: SignedRequest.decode,
+    Kind.ENTRY: LogEntry.decode,
+    Kind.HEARTBEAT: Heartbeat.decode,
+    Kind.CLAIM: Claim.decode,
+    Kind.SNAPSHOT: Snapshot.decode,
+    Kind.MERGE_OFFER: Snapshot.decode,
+    Kind.SNAPSHOT_REQUEST: SnapshotRequest.decode,
+    Kind.JOIN: JoinRequest.decode,
+    Kind.JOIN_REFUSED: JoinRefused.decode,
+}
+# Messages that decode to frozen values, which peers sharing a memo may share.
+# A snapshot carries a mutable RoomState, so every peer parses its own.
+_IMMUTABLE_KINDS = frozenset({Kind.REQUEST, Kind.ENTRY, Kind.HEARTBEAT, Kind.CLAIM})

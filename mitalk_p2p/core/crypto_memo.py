@@ -1,4 +1,4 @@
-"""An exact memo of signature checks and frame decryptions, shared by peers in one process.
+"""An exact memo of signature checks, frame decryptions and parsed messages, shared in one process.
 
 In a simulated room a thousand peers verify the very same signed bytes: every
 member checks each log entry, heartbeat and media frame.  The memo remembers
@@ -8,6 +8,10 @@ primitive would give again.  A tampered byte, another key or an old sender key
 is a different entry and is checked for real, so forgeries and removed members
 are caught exactly as without it.
 
+Parsing is remembered the same way, keyed by the whole message, and only for
+messages that decode to immutable values; a malformed message is never
+remembered and fails again for every peer that receives it.
+
 Only the simulator switches it on (:func:`sharing_crypto_results`).  A real peer
 never meets the same bytes twice, so it would gain nothing.
 """
@@ -16,10 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import attrs
 
 DEFAULT_MAX_ENTRIES = 1 << 16
+Parsed = TypeVar("Parsed")
 
 
 @attrs.define(eq=False)
@@ -29,6 +35,7 @@ class CryptoMemo:
     misses: int = 0
     _verified: dict[tuple[bytes, bytes, bytes], bool] = attrs.Factory(dict)
     _opened: dict[tuple[bytes, bytes, bytes], bytes | None] = attrs.Factory(dict)
+    _parsed: dict[bytes, object] = attrs.Factory(dict)
 
     def verified(
         self, key: bytes, message: bytes, signature: bytes, check: Callable[[], bool]
@@ -58,6 +65,18 @@ class CryptoMemo:
             self._opened.clear()
         self._opened[entry] = plaintext
         return plaintext
+
+    def parsed(self, data: bytes, parse: Callable[[], Parsed]) -> Parsed:
+        """``parse()``'s immutable result for ``data``; exceptions pass through unremembered."""
+        if data in self._parsed:
+            self.hits += 1
+            return self._parsed[data]  # type: ignore[return-value]
+        self.misses += 1
+        value = parse()
+        if len(self._parsed) >= self.max_entries:
+            self._parsed.clear()
+        self._parsed[data] = value
+        return value
 
 
 _active: CryptoMemo | None = None

@@ -266,7 +266,10 @@ class MediaSession:
             self._floor = False
             return
         self._update_floor(now, joined, left)
-        self._offer_relay()
+        if self._offered is None:
+            # The first offer goes out as soon as there is a host to take it; later
+            # changes in link quality are sent from the timer.
+            self._offer_relay()
 
     def _follow_roster(self, changed: list[PublicKey]) -> tuple[list[PublicKey], list[PublicKey]]:
         """Apply a few roster changes: who joined and who left, in key order."""

@@ -8,6 +8,7 @@ same log of operations in the same order, so every replica computes the same
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import struct
 
@@ -54,7 +55,12 @@ MAX_REVOKED = 100_000
 ZERO_NONCE = bytes(NONCE_SIZE)
 
 
-@attrs.define
+def _forget_encoding(member: Member, _attribute: object, value: object) -> object:
+    object.__setattr__(member, "_encoded", None)
+    return value
+
+
+@attrs.define(on_setattr=_forget_encoding)
 class Member:
     key: PublicKey
     name: str
@@ -65,6 +71,34 @@ class Member:
     muted: bool = False  # by a moderator
     self_muted: bool = False
     last_counter: int = 0  # highest request counter applied from this member
+    # The member's row in the canonical state encoding, dropped by any field change.
+    _encoded: bytes | None = attrs.field(
+        default=None, init=False, eq=False, repr=False, on_setattr=attrs.setters.NO_OP
+    )
+
+    def encoded(self) -> bytes:
+        """This member's row of :meth:`RoomState.encode`, built once per change."""
+        encoded = self._encoded
+        if encoded is None:
+            name = self.name.encode("utf-8")
+            encoded = b"".join(
+                (
+                    self.key.raw,
+                    _NAME_LENGTH.pack(len(name)),
+                    name,
+                    _MEMBER_FIELDS.pack(
+                        self.role,
+                        self.joined_seq,
+                        self.hand_seq,
+                        self.stage_invited,
+                        self.muted,
+                        self.self_muted,
+                        self.last_counter,
+                    ),
+                )
+            )
+            object.__setattr__(self, "_encoded", encoded)
+        return encoded
 
     @property
     def hand_raised(self) -> bool:
@@ -93,6 +127,9 @@ class RoomState:
     )
     _roster_changes: list[PublicKey] = attrs.field(factory=list, eq=False, repr=False)
     _roster_base: int = attrs.field(default=0, eq=False, repr=False)
+    _sorted_members: tuple[tuple[int, int], list[Member]] | None = attrs.field(
+        default=None, eq=False, repr=False
+    )
 
     # --- roster changes ---------------------------------------------------------
 
@@ -262,26 +299,8 @@ class RoomState:
         w.u64(self.seq)
         w.u32(len(self.members))
         # The member table is most of a large room's state and is encoded for every
-        # digest, so its fixed-size fields go through one precompiled struct.
-        parts = []
-        for key in sorted(self.members, key=_raw_key):
-            m = self.members[key]
-            name = m.name.encode("utf-8")
-            parts.append(key.raw)
-            parts.append(_NAME_LENGTH.pack(len(name)))
-            parts.append(name)
-            parts.append(
-                _MEMBER_FIELDS.pack(
-                    m.role,
-                    m.joined_seq,
-                    m.hand_seq,
-                    m.stage_invited,
-                    m.muted,
-                    m.self_muted,
-                    m.last_counter,
-                )
-            )
-        w.raw(b"".join(parts))
+        # digest, so each row is cached on its member and the key order on the state.
+        w.raw(b"".join([member.encoded() for member in self._members_in_key_order()]))
         w.u32(len(self.banned))
         for key in sorted(self.banned, key=_raw_key):
             w.fixed(key.raw, PUBLIC_KEY_SIZE)
@@ -296,6 +315,32 @@ class RoomState:
             w.fixed(key.raw, PUBLIC_KEY_SIZE)
         return w.getvalue()
 
+    def _members_in_key_order(self) -> list[Member]:
+        """Members sorted by key, kept up to date through the roster's change list.
+
+        Every insertion or removal goes through ``_roster_touched`` (or a fresh
+        decode, which starts without this cache), so the roster version and size
+        together name one order.
+        """
+        version = (self.roster_version, len(self.members))
+        cached = self._sorted_members
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        changes = self.roster_changes_since(cached[0][0]) if cached is not None else None
+        if cached is None or changes is None or len(changes) > len(self.members) // 8:
+            ordered = sorted(self.members.values(), key=_member_raw_key)
+        else:
+            ordered = cached[1]
+            for key in set(changes):
+                at = bisect.bisect_left(ordered, key.raw, key=_member_raw_key)
+                if at < len(ordered) and ordered[at].key.raw == key.raw:
+                    del ordered[at]
+                member = self.members.get(key)
+                if member is not None:
+                    ordered.insert(at, member)
+        self._sorted_members = (version, ordered)
+        return ordered
+
     @classmethod
     def decode(cls, data: bytes) -> RoomState:
         r = Reader(data, "room state")
@@ -309,14 +354,22 @@ class RoomState:
         state = cls(room_id=room_id, name=name, topic=topic, term=term, host=host, seq=r.u64())
         for _ in range(_bounded(r, MAX_MEMBERS, "members")):
             key = PublicKey(r.fixed(PUBLIC_KEY_SIZE))
-            member = Member(key, r.text(MAX_NAME_BYTES), Role.from_wire(r.u8()), r.u64())
-            member.hand_seq = r.u64()
-            member.stage_invited, member.muted, member.self_muted = (
-                r.boolean(),
-                r.boolean(),
-                r.boolean(),
+            name = r.text(MAX_NAME_BYTES)
+            role, joined, hand, invited, muted, self_muted, counter = r.unpack(_MEMBER_ROW)
+            if invited > 1 or muted > 1 or self_muted > 1:
+                flags = (invited, muted, self_muted)
+                raise WireError(f"room state: member flag byte in {flags} is neither 0 nor 1")
+            member = Member(
+                key,
+                name,
+                Role.from_wire(role),
+                joined,
+                hand,
+                invited == 1,
+                muted == 1,
+                self_muted == 1,
+                counter,
             )
-            member.last_counter = r.u64()
             state.members[key] = member
         for _ in range(_bounded(r, MAX_BANNED, "bans")):
             state.banned.add(PublicKey(r.fixed(PUBLIC_KEY_SIZE)))
@@ -353,10 +406,16 @@ MAX_ROSTER_CHANGES = 4096
 _NAME_LENGTH = struct.Struct(">H")
 _MEMBER_FIELDS = struct.Struct(">BQQ???Q")
 """role u8, joined_seq u64, hand_seq u64, stage_invited, muted, self_muted, last_counter u64."""
+_MEMBER_ROW = struct.Struct(">BQQBBBQ")
+"""The same row read back with the flags as bytes, so non-canonical values are refused."""
 
 
 def _raw_key(key: PublicKey) -> bytes:
     return key.raw
+
+
+def _member_raw_key(member: Member) -> bytes:
+    return member.key.raw
 
 
 def _bounded(reader: Reader, limit: int, what: str) -> int:

@@ -10,12 +10,16 @@ one encoding, and signatures can be computed over it.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from .errors import LocalProtocolError, WireError
 
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFF_FFFF
 _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 
 
 class Writer:
@@ -100,16 +104,29 @@ class Reader:
         return len(self._data) - self._pos
 
     def u8(self) -> int:
-        return int(self._take(1)[0])
+        pos = self._pos
+        if pos >= len(self._data):
+            self._take(1)  # raises the truncation error
+        self._pos = pos + 1
+        return self._data[pos]
 
     def u16(self) -> int:
-        return int(struct.unpack(">H", self._take(2))[0])
+        return int(self.unpack(_U16)[0])
 
     def u32(self) -> int:
-        return int(struct.unpack(">I", self._take(4))[0])
+        return int(self.unpack(_U32)[0])
 
     def u64(self) -> int:
-        return int(struct.unpack(">Q", self._take(8))[0])
+        return int(self.unpack(_U64)[0])
+
+    def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
+        """Several fixed-width fields at once, through a precompiled struct."""
+        pos = self._pos
+        end = pos + layout.size
+        if end > len(self._data):
+            self._take(layout.size)  # raises the truncation error
+        self._pos = end
+        return layout.unpack_from(self._data, pos)
 
     def boolean(self) -> bool:
         value = self.u8()
@@ -120,7 +137,12 @@ class Reader:
     def fixed(self, length: int) -> bytes:
         if length < 0:
             raise LocalProtocolError(f"cannot read a field of negative length {length}")
-        return bytes(self._take(length))
+        pos = self._pos
+        end = pos + length
+        if end > len(self._data):
+            self._take(length)  # raises the truncation error
+        self._pos = end
+        return self._data[pos:end].tobytes()
 
     def blob(self, max_length: int = _U16_MAX) -> bytes:
         length = self.u16()
