@@ -301,15 +301,17 @@ class RoomState:
         # The member table is most of a large room's state and is encoded for every
         # digest, so each row is cached on its member and the key order on the state.
         w.raw(b"".join([member.encoded() for member in self._members_in_key_order()]))
+        # Bans, revocations and invite uses grow with the room too (one invite each
+        # in a large event), so they are packed in one pass each.  Every element
+        # was length-checked when it entered the state.
         w.u32(len(self.banned))
-        for key in sorted(self.banned, key=_raw_key):
-            w.fixed(key.raw, PUBLIC_KEY_SIZE)
+        w.raw(b"".join(sorted([key.raw for key in self.banned])))
         w.u32(len(self.revoked))
-        for nonce in sorted(self.revoked):
-            w.fixed(nonce, NONCE_SIZE)
+        w.raw(b"".join(sorted(self.revoked)))
         w.u32(len(self.invite_uses))
-        for nonce in sorted(self.invite_uses):
-            w.fixed(nonce, NONCE_SIZE).u32(self.invite_uses[nonce])
+        w.raw(
+            b"".join([nonce + _USES.pack(uses) for nonce, uses in sorted(self.invite_uses.items())])
+        )
         w.u8(len(self.successors))
         for key in self.successors:
             w.fixed(key.raw, PUBLIC_KEY_SIZE)
@@ -407,6 +409,7 @@ _NAME_LENGTH = struct.Struct(">H")
 _MEMBER_FIELDS = struct.Struct(">BQQ???Q")
 """role u8, joined_seq u64, hand_seq u64, stage_invited, muted, self_muted, last_counter u64."""
 _MEMBER_ROW = struct.Struct(">BQQBBBQ")
+_USES = struct.Struct(">I")
 """The same row read back with the flags as bytes, so non-canonical values are refused."""
 
 

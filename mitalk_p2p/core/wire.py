@@ -72,7 +72,11 @@ class Writer:
         return self.blob(value.encode("utf-8"))
 
     def raw(self, value: bytes) -> Writer:
-        """Bytes with no prefix; only valid as the last field of a structure."""
+        """Bytes with no prefix: the last field of a structure, or fields already packed.
+
+        The caller answers for the bytes' canonical layout, as a run of fixed-width
+        or length-prefixed fields would be written one by one.
+        """
         self._parts.append(bytes(value))
         return self
 
