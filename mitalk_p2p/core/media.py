@@ -225,13 +225,16 @@ class MediaSession:
     def next_deadline(self) -> float | None:
         if not self._members:
             return None
-        deadlines = [self._links.next_deadline()]
-        if self._speaker_keys is not None and self._speaker_keys.pending is not None:
-            deadlines.append(self._speaker_keys.deadline)
+        best = self._links.next_deadline()
+        keys = self._speaker_keys
+        if keys is not None and keys.pending is not None and keys.deadline < best:
+            best = keys.deadline
         for stream in self._streams.values():
-            if stream.jitter is not None and (due := stream.jitter.next_playout()) is not None:
-                deadlines.append(due)
-        return min(deadlines)
+            if stream.jitter is not None:
+                due = stream.jitter.next_playout()
+                if due is not None and due < best:
+                    best = due
+        return best
 
     def __repr__(self) -> str:
         return f"MediaSession({self.identity.display_name!r}, parent={self.parent})"

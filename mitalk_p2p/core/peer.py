@@ -130,16 +130,16 @@ class Peer:
         return out
 
     def next_deadline(self) -> float | None:
-        deadlines = [
-            d
-            for d in (
-                self.replica.next_deadline(),
-                self.media.next_deadline(),
-                self.coordinator.next_deadline() if self.coordinator else None,
-            )
-            if d is not None
-        ]
-        return min(deadlines) if deadlines else None
+        # Asked after every input, so written without temporary lists.
+        best = self.replica.next_deadline()
+        media = self.media.next_deadline()
+        if media is not None and (best is None or media < best):
+            best = media
+        if self.coordinator is not None:
+            planned = self.coordinator.next_deadline()
+            if planned is not None and (best is None or planned < best):
+                best = planned
+        return best
 
     def __repr__(self) -> str:
         return f"Peer({self.identity.display_name!r}, host={self.replica.is_host})"
