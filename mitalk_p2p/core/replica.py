@@ -192,13 +192,19 @@ class RoomReplica:
     def me(self) -> PublicKey:
         return self.identity.public_key
 
+    # ``joined`` and ``is_host`` are asked after every input a peer handles.
     @property
     def joined(self) -> bool:
-        return self.state is not None and self.me in self.state.members
+        state = self.state
+        return state is not None and self.identity.public_key in state.members
 
     @property
     def is_host(self) -> bool:
-        return self.state is not None and self.leader == self.me
+        leader = self.leader
+        if self.state is None or leader is None:
+            return False
+        me = self.identity.public_key
+        return leader is me or leader.raw == me.raw
 
     @property
     def term(self) -> Term | None:
@@ -236,7 +242,7 @@ class RoomReplica:
             return None
         if self.is_host:
             return self._next_heartbeat
-        return self._claim_deadline()
+        return self._successor_deadline()
 
     def __repr__(self) -> str:
         term = self.state.term if self.state else "-"
@@ -743,9 +749,12 @@ class RoomReplica:
         return rank
 
     def _claim_deadline(self) -> float | None:
-        state = self.state
-        if state is None or self.is_host:
+        if self.state is None or self.is_host:
             return None
+        return self._successor_deadline()
+
+    def _successor_deadline(self) -> float | None:
+        """When this non-host member would claim the room, if it is a successor."""
         rank = self._signed_rank()
         if rank is None:
             return None
