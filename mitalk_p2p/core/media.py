@@ -467,9 +467,10 @@ class MediaSession:
         stream.accept(header, now)
         self._links.heard_from(address, now)
         self._counts["frames_accepted"] += 1
-        for target in self._links.forward_addresses(address):
-            self._outbound.append(SendDatagram(target, data))
-            self._counts["frames_forwarded"] += 1
+        targets = self._links.forward_addresses(address)
+        if targets:
+            self._outbound.extend([SendDatagram(target, data) for target in targets])
+            self._counts["frames_forwarded"] += len(targets)
         self._play(stream, header, data, now, now)
 
     def _stream(self, speaker: PublicKey, index: int) -> SpeakerStream:
@@ -633,5 +634,11 @@ class MediaSession:
 
     def take_host_reports(self) -> list[MediaMessage]:
         """Reports this peer made while it is the host itself (for its own coordinator)."""
+        if not self._host_reports:
+            return []
         out, self._host_reports = self._host_reports, []
         return out
+
+    def has_output(self) -> bool:
+        """Whether :meth:`outbound` or :meth:`events` has anything to hand over."""
+        return bool(self._outbound or self._events)

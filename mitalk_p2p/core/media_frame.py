@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from typing import NamedTuple
 
-import attrs
 import nacl.bindings
 import nacl.exceptions
 
@@ -62,25 +62,15 @@ def room_tag(room_id: RoomId) -> bytes:
     ).digest()
 
 
-@attrs.frozen
-class KeyGeneration:
-    """Which sender key sealed a frame.  Ordered: later generations compare greater."""
+class KeyGeneration(NamedTuple):
+    """Which sender key sealed a frame.  Ordered: later generations compare greater.
+
+    A named tuple rather than an attrs class: every frame received hashes and
+    compares its generation several times, and a tuple does that in C.
+    """
 
     epoch: int
     step: int
-
-    # Compared for every frame received, so written out rather than generated.
-    def __lt__(self, other: KeyGeneration) -> bool:
-        return (self.epoch, self.step) < (other.epoch, other.step)
-
-    def __le__(self, other: KeyGeneration) -> bool:
-        return (self.epoch, self.step) <= (other.epoch, other.step)
-
-    def __gt__(self, other: KeyGeneration) -> bool:
-        return (self.epoch, self.step) > (other.epoch, other.step)
-
-    def __ge__(self, other: KeyGeneration) -> bool:
-        return (self.epoch, self.step) >= (other.epoch, other.step)
 
     def ratcheted(self) -> KeyGeneration:
         return KeyGeneration(self.epoch, self.step + 1)
@@ -89,8 +79,9 @@ class KeyGeneration:
         return f"{self.epoch}.{self.step}"
 
 
-@attrs.frozen
-class FrameHeader:
+class FrameHeader(NamedTuple):
+    """The clear header of a media frame, parsed once per datagram received."""
+
     room_tag: bytes
     speaker: int
     generation: KeyGeneration

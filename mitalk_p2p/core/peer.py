@@ -53,6 +53,9 @@ class Peer:
     _outbound: list[PeerOutbound] = attrs.Factory(list)
     _seen: tuple[int, int, object, PublicKey | None, bool] | None = None
     _replans_before: int = 0
+    # The replica's next deadline, valid until the replica handles another input;
+    # media datagrams (nearly all inputs) never reach the replica.
+    _replica_deadline: tuple[float | None] | None = None
 
     @classmethod
     def create_room(
@@ -131,7 +134,9 @@ class Peer:
 
     def next_deadline(self) -> float | None:
         # Asked after every input, so written without temporary lists.
-        best = self.replica.next_deadline()
+        if self._replica_deadline is None:
+            self._replica_deadline = (self.replica.next_deadline(),)
+        best = self._replica_deadline[0]
         media = self.media.next_deadline()
         if media is not None and (best is None or media < best):
             best = media
@@ -147,14 +152,17 @@ class Peer:
     # --- inputs --------------------------------------------------------------------
 
     def join_message(self, handshake_hash: bytes) -> bytes:
+        self._replica_deadline = None
         return self.replica.join_message(handshake_hash)
 
     def act(self, op: Op, now: float) -> None:
         """A local user action; raises :class:`~.rejection.Rejected` when not allowed."""
+        self._replica_deadline = None
         self.replica.act(op, now)
         self._sync(now)
 
     def depart(self, now: float) -> None:
+        self._replica_deadline = None
         self.replica.depart(now)
         self._sync(now)
 
@@ -173,6 +181,7 @@ class Peer:
             if report is not None:
                 self._to_coordinator(sender, report, now)
         else:
+            self._replica_deadline = None
             self.replica.receive(
                 data, sender, now, handshake_hash=handshake_hash, unix_time=unix_time
             )
@@ -188,6 +197,7 @@ class Peer:
         return sent
 
     def handle_timer(self, now: float) -> None:
+        self._replica_deadline = None
         self.replica.handle_timer(now)
         self.media.handle_timer(now)
         self._sync(now)
@@ -217,6 +227,7 @@ class Peer:
     def _sync(self, now: float) -> None:
         """Bring the media plane and coordinator in line with the room."""
         replica = self.replica
+        self._replica_deadline = None
         self._events.extend(replica.events())
         self._outbound.extend(replica.outbound())
         state = replica.state
@@ -249,9 +260,11 @@ class Peer:
         self.coordinator.set_own_offer(self.media.current_offer(), now)
 
     def _collect_media(self, now: float) -> None:
-        self._outbound.extend(self.media.outbound())
-        self._events.extend(self.media.events())
-        reports = self.media.take_host_reports()
-        if self.coordinator is not None:
+        media = self.media
+        if media.has_output():
+            self._outbound.extend(media.outbound())
+            self._events.extend(media.events())
+        reports = media.take_host_reports()
+        if reports and self.coordinator is not None:
             for report in reports:
                 self.coordinator.on_report(self.me, report, now)

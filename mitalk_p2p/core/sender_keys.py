@@ -103,13 +103,15 @@ class Keyring:
     """The sender keys one listener holds for one speaker."""
 
     _keys: dict[KeyGeneration, bytes] = attrs.Factory(dict)
+    _latest: KeyGeneration | None = None  # max(_keys), asked for every frame received
 
     def install(self, key: SenderKey) -> None:
         self._keys[key.generation] = key.secret
         self._trim()
+        self._latest = max(self._keys)
 
     def latest(self) -> KeyGeneration | None:
-        return max(self._keys) if self._keys else None
+        return self._latest
 
     def has(self, generation: KeyGeneration) -> bool:
         return generation in self._keys
@@ -141,6 +143,7 @@ class Keyring:
 
     def forget_epochs_before(self, epoch: int) -> None:
         self._keys = {g: s for g, s in self._keys.items() if g.epoch >= epoch}
+        self._latest = max(self._keys) if self._keys else None
 
     def _trim(self) -> None:
         while len(self._keys) > KEYS_PER_SPEAKER:
