@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 
 from mitalk_p2p.core.identity import PublicKey
@@ -10,6 +12,7 @@ from mitalk_p2p.core.media_events import FrameReceived, SendDatagram
 from mitalk_p2p.core.ops import AcceptStage, InviteToStage
 from mitalk_p2p.core.peer import Peer
 from mitalk_p2p.core.sender_keys import SeededKeySource
+from mitalk_p2p.core.tree import Tree
 from mitalk_p2p.sim.peer_net import LinkModel, PeerNet
 
 from .room_fixtures import CONFIG, ROOM, invite_for, person
@@ -59,7 +62,7 @@ class MediaRoom:
         for i in range(round(seconds / FRAME)):
             self.net.run_until(begin + i * FRAME)
             moment = self.net.now
-            self.net.act(speaker.me, lambda p, t=moment: p.send_frame(PAYLOAD, t, t))
+            self.net.act(speaker.me, functools.partial(_send_payload, capture_time=moment))
 
     def received(self, name: str, speaker: str) -> list[FrameReceived]:
         key = self[speaker].me
@@ -115,3 +118,14 @@ def subtree(room: MediaRoom, key: PublicKey) -> set[PublicKey]:
     tree = room.host.coordinator.tree if room.host.coordinator else None
     assert tree is not None
     return set(tree.subtree(key)) - {key}
+
+
+def _send_payload(peer: Peer, *, capture_time: float) -> bool:
+    return peer.send_frame(PAYLOAD, capture_time, capture_time)
+
+
+def host_tree(room: MediaRoom) -> Tree:
+    """The tree the host's coordinator planned last."""
+    coordinator = room.host.coordinator
+    assert coordinator is not None and coordinator.tree is not None
+    return coordinator.tree

@@ -22,7 +22,7 @@ from mitalk_p2p.core.ops import Kick
 from mitalk_p2p.core.sender_keys import Keyring, SenderKey
 from mitalk_p2p.sim.peer_net import LinkModel
 
-from .media_fixtures import PAYLOAD, MediaRoom, media_room, subtree
+from .media_fixtures import PAYLOAD, MediaRoom, host_tree, media_room, subtree
 from .room_fixtures import ROOM
 
 
@@ -76,7 +76,7 @@ def test_every_listener_hears_every_frame_once() -> None:
 
 def test_a_speaker_deep_in_the_tree_reaches_everyone_including_the_host() -> None:
     room = media_room(20, fanout=2)
-    deepest = max(room.peers, key=lambda n: room.host.coordinator.tree.depth(room[n].me))  # type: ignore[union-attr]
+    deepest = max(room.peers, key=lambda n: host_tree(room).depth(room[n].me))
     room.to_stage(deepest)
     room.speak(deepest, 1.0)
     room.net.run_for(0.5)
@@ -153,7 +153,7 @@ def test_a_listener_cannot_speak_even_with_the_sender_key() -> None:
 
 def test_a_relay_that_forges_frames_is_left_and_demoted() -> None:
     room = media_room(12, fanout=3)
-    tree = room.host.coordinator.tree  # type: ignore[union-attr]
+    tree = host_tree(room)
     relay_key = next(k for k in tree.children(room.host.me) if tree.children(k))
     relay = room.net.peers[relay_key]
     victims = [room.net.peers[k] for k in tree.children(relay_key)]
@@ -177,7 +177,7 @@ def test_a_relay_that_forges_frames_is_left_and_demoted() -> None:
         changes = [e for e in room.net.events_of(victim.me) if isinstance(e, ParentChanged)]
         assert any(e.reason == "corrupt" for e in changes)
         assert victim.statistics().media.parent_switches == 1
-    new_tree = room.host.coordinator.tree  # type: ignore[union-attr]
+    new_tree = host_tree(room)
     assert new_tree.children(relay_key) == ()
 
 
@@ -312,7 +312,7 @@ def test_a_newcomer_cannot_decrypt_audio_from_before_it_joined() -> None:
 
 def test_descendants_of_a_vanished_relay_hear_audio_again_within_a_second() -> None:
     room = media_room(40, fanout=3)
-    tree = room.host.coordinator.tree  # type: ignore[union-attr]
+    tree = host_tree(room)
     relay = next(k for k in tree.children(room.host.me) if len(subtree(room, k)) >= 3)
     orphans = subtree(room, relay)
     room.speak("host", 1.0)
@@ -324,7 +324,7 @@ def test_descendants_of_a_vanished_relay_hear_audio_again_within_a_second() -> N
         resumed = [e.arrived for e in room.received(name, "host") if e.arrived > crash_at + 0.1]
         gap = min(resumed) - crash_at
         assert gap <= 1.0, (name, gap)
-    new_tree = room.host.coordinator.tree  # type: ignore[union-attr]
+    new_tree = host_tree(room)
     assert relay not in new_tree.members or not new_tree.children(relay)
 
 
@@ -349,11 +349,11 @@ def test_the_host_refuses_a_switch_that_would_make_a_loop_and_resends_the_positi
     from mitalk_p2p.core.media_messages import ParentSwitched, encode_media_message
 
     room = media_room(12, fanout=2)
-    tree = room.host.coordinator.tree  # type: ignore[union-attr]
+    tree = host_tree(room)
     relay = next(k for k in tree.children(room.host.me) if tree.children(k))
     child = tree.children(relay)[0]
     report = ParentSwitched(1, room.host.me, child)  # the relay "moves under its own child"
     room.host.receive_link(encode_media_message(report), relay, room.net.now)
     room.net.run_for(0.5)
     assert room.host.coordinator.refused_switches == 1  # type: ignore[union-attr]
-    assert room.host.coordinator.tree.parent(relay) == room.host.me  # type: ignore[union-attr]
+    assert host_tree(room).parent(relay) == room.host.me

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -51,7 +52,7 @@ def test_every_shipped_scenario_loads_and_describes_itself() -> None:
         assert scenario.expectations
 
 
-def tightened(scenario: Scenario, check: str, **changes: object) -> Scenario:
+def tightened(scenario: Scenario, check: str, **changes: Any) -> Scenario:
     expectations = tuple(
         attrs.evolve(e, **changes) if e.check == check else e for e in scenario.expectations
     )

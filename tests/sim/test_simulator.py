@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from mitalk_p2p.audio.sources import SyntheticSpeech
@@ -35,9 +37,13 @@ def room(
     )
     sim.create_room("host")
     for i, name in enumerate(names[1:]):
-        sim.call_at(0.02 * (i + 1), lambda n=name: sim.join(n, sim.invite("host"), via="host"))
+        sim.call_at(0.02 * (i + 1), functools.partial(_join_by_invite, sim, name))
     sim.run_until(0.02 * count + 2.0)
     return sim
+
+
+def _join_by_invite(sim: Simulator, name: str) -> None:
+    sim.join(name, sim.invite("host"), via="host")
 
 
 def heard(sim: Simulator, listener: str, speaker: str = "host") -> list[t.FrameDelivered]:
