@@ -15,11 +15,12 @@ class AddressError(ValueError):
     """A media address that cannot be used, with the reason in its message."""
 
 
-def parse_address(text: str) -> tuple[str, int]:
+def parse_address(text: str, *, any_port: bool = False) -> tuple[str, int]:
     """``"127.0.0.1:4000"`` → ``("127.0.0.1", 4000)``; ``"[::1]:4000"`` → ``("::1", 4000)``.
 
     Only numeric IP addresses are accepted: a media address comes from the
     network or a roster, and resolving names there would block and leak.
+    ``any_port`` also accepts port 0, which asks the kernel for a free port.
     """
     host, separator, port_text = text.rpartition(":")
     if not separator or not host:
@@ -36,13 +37,14 @@ def parse_address(text: str) -> tuple[str, int]:
     if parsed.version != version:
         hint = "IPv6 hosts go in brackets, e.g. [::1]:4000"
         raise AddressError(f"address {text!r}: {hint}")
-    if not port_text.isdigit() or not 0 < int(port_text) <= MAX_PORT:
-        raise AddressError(f"address {text!r}: port must be 1..{MAX_PORT}")
+    lowest = 0 if any_port else 1
+    if not port_text.isdigit() or not lowest <= int(port_text) <= MAX_PORT:
+        raise AddressError(f"address {text!r}: port must be {lowest}..{MAX_PORT}")
     return str(parsed), int(port_text)
 
 
 def format_address(host: str, port: int) -> str:
-    """The inverse of :func:`parse_address`."""
-    if ipaddress.ip_address(host).version == 6:
+    """The inverse of :func:`parse_address`, for a numeric host (as sockets report them)."""
+    if ":" in host:  # only IPv6 numeric addresses contain colons
         return f"[{host}]:{port}"
     return f"{host}:{port}"

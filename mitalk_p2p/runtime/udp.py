@@ -23,6 +23,7 @@ from .addresses import format_address, parse_address
 
 MAX_DATAGRAM = 65_535
 DEFAULT_MAX_BATCH = 256
+MAX_REMEMBERED_DESTINATIONS = 4096
 SOCKET_BUFFER_BYTES = 1 << 20
 """Receive and send buffers asked of the kernel: about a second of a busy relay's traffic."""
 
@@ -75,6 +76,8 @@ class UdpEndpoint:
             0,
         )
     )
+    # Destinations already parsed: a relay sends to the same few children 50 times a second.
+    _destinations: dict[str, tuple[str, int]] = attrs.Factory(dict)
     _closed: bool = False
 
     def __repr__(self) -> str:
@@ -124,8 +127,7 @@ class UdpEndpoint:
         if self._closed:
             raise trio.ClosedResourceError("the UDP endpoint is closed")
         try:
-            host, port = parse_address(address)
-            self._sock.sendto(data, (host, port))
+            self._sock.sendto(data, self._destination(address))
         except BlockingIOError:
             self._counts["send_dropped"] += 1
             return False
@@ -139,6 +141,15 @@ class UdpEndpoint:
             return False
         self._counts["datagrams_sent"] += 1
         return True
+
+    def _destination(self, address: str) -> tuple[str, int]:
+        destination = self._destinations.get(address)
+        if destination is None:
+            destination = parse_address(address)  # raises AddressError, a ValueError
+            if len(self._destinations) >= MAX_REMEMBERED_DESTINATIONS:
+                self._destinations.clear()
+            self._destinations[address] = destination
+        return destination
 
     def statistics(self) -> UdpStatistics:
         return UdpStatistics(**self._counts)
@@ -155,7 +166,7 @@ class UdpEndpoint:
 @asynccontextmanager
 async def open_udp_endpoint(address: str = "127.0.0.1:0") -> AsyncIterator[UdpEndpoint]:
     """Bind a UDP socket at ``address`` (port 0: any free port) for the block's duration."""
-    host, port = _parse_bind_address(address)
+    host, port = parse_address(address, any_port=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
@@ -173,11 +184,3 @@ async def open_udp_endpoint(address: str = "127.0.0.1:0") -> AsyncIterator[UdpEn
         yield endpoint
     finally:
         endpoint.close()
-
-
-def _parse_bind_address(address: str) -> tuple[str, int]:
-    """Like :func:`parse_address`, but port 0 (any free port) is allowed."""
-    if address.endswith(":0"):
-        host, _ = parse_address(address[:-1] + "1")
-        return host, 0
-    return parse_address(address)

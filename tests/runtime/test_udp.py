@@ -89,6 +89,10 @@ def test_addresses_round_trip(text: str, expected: tuple[str, int]) -> None:
     assert format_address(*expected) == text
 
 
+def test_port_zero_only_when_binding() -> None:
+    assert parse_address("127.0.0.1:0", any_port=True) == ("127.0.0.1", 0)
+
+
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
@@ -96,7 +100,7 @@ def test_addresses_round_trip(text: str, expected: tuple[str, int]) -> None:
         (":4000", "not HOST:PORT"),
         ("example.org:4000", "not a numeric IP address"),
         ("::1:4000", "brackets"),
-        ("127.0.0.1:0", "port must be"),
+        ("127.0.0.1:0", "port must be 1"),
         ("127.0.0.1:70000", "port must be"),
         ("127.0.0.1:-1", "port must be"),
     ],
