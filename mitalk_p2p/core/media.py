@@ -181,6 +181,15 @@ class MediaSession:
         return tuple(sorted(self._links.children))
 
     @property
+    def can_send(self) -> bool:
+        """Whether :meth:`send_frame` would send now: on stage, keyed, and not muted.
+
+        Drivers ask before encoding, so a listener's microphone costs no CPU.
+        """
+        member = self._members.get(self.me)
+        return member is not None and self._speaker_keys is not None and member.audible
+
+    @property
     def sending_generation(self) -> KeyGeneration | None:
         return self._speaker_keys.current.generation if self._speaker_keys else None
 

@@ -1,0 +1,330 @@
+"""All of a peer's control links: a websocket server, dialing on demand, a directory.
+
+The core addresses control messages by key (:class:`~..core.replica.SendTo`).
+:meth:`ControlPlane.send` finds an open link to that key, or queues the message
+(a bounded queue per key) and dials the key's address from the directory.  A
+failed dial backs off exponentially; the room protocol's own retries
+(heartbeats, resync requests, claims) bring new attempts, which is how a peer
+recovers by itself after its network comes back.
+
+Incoming connections are answered as Noise responders.  At most
+``max_handshakes`` run at once, each bounded by a timeout, and a handshake
+keeps no state before it completes beyond its own task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+import attrs
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed, WebSocketRequest
+
+from ..core.errors import MitalkError, WireError
+from ..core.handshake import HandshakeError, HandshakeReplayGuard
+from ..core.identity import Identity, PublicKey
+from ..core.ids import RoomId
+from .addresses import format_address, parse_address
+from .contacts import Contact, decode_contacts, encode_contacts
+from .link_records import DEFAULT_MAX_MESSAGE, Channel
+from .links import SecureLink, initiate, respond
+
+logger = logging.getLogger(__name__)
+
+PENDING_PER_KEY: Final = 256
+LINKS_PER_KEY: Final = 2
+FIRST_BACKOFF: Final = 0.25
+MAX_BACKOFF: Final = 4.0
+CONNECT_TIMEOUT: Final = 3.0
+DIRECTORY_FLUSH: Final = 0.25
+"""Seconds the host gathers newly learned addresses before passing them on."""
+MAX_WEBSOCKET_MESSAGE: Final = 70_000
+"""One Noise message and websocket framing: nothing larger is ever legitimate."""
+
+CoreHandler = Callable[[PublicKey, bytes, bytes], None]
+"""Called with (sender, message, link handshake hash) for each core message."""
+
+_DIAL_FAILURES = (
+    OSError,
+    trio_websocket.HandshakeError,
+    ConnectionClosed,
+    HandshakeError,
+    trio.TooSlowError,
+)
+
+
+@attrs.define
+class ControlStatistics:
+    links_open: int = 0
+    links_dialed: int = 0
+    links_accepted: int = 0
+    dial_failures: int = 0
+    handshakes_failed: int = 0
+    handshakes_refused_busy: int = 0
+    messages_queued: int = 0
+    messages_dropped: int = 0
+    """Messages for a key with no link that could not wait: queue full or dial failed."""
+    bad_contacts: int = 0
+
+
+@attrs.define(eq=False, repr=False)
+class ControlPlane:
+    identity: Identity
+    room_id: RoomId
+    on_core: CoreHandler
+    is_host: Callable[[], bool]
+    max_handshakes: int = 64
+    own_address: str = ""
+    """This peer's control address as others should dial it, once serving."""
+    _nursery: trio.Nursery | None = None
+    _links: dict[PublicKey, list[SecureLink]] = attrs.Factory(dict)
+    _contacts: dict[PublicKey, str] = attrs.Factory(dict)
+    _self_announced: set[PublicKey] = attrs.Factory(set)
+    _pending: dict[PublicKey, deque[bytes]] = attrs.Factory(dict)
+    _dialing: set[PublicKey] = attrs.Factory(set)
+    _backoff: dict[PublicKey, tuple[float, float]] = attrs.Factory(dict)
+    _directory_news: list[Contact] = attrs.Factory(list)
+    _news_event: trio.Event = attrs.Factory(trio.Event)
+    _handshakes: int = 0
+    _replay_guard: HandshakeReplayGuard = attrs.Factory(HandshakeReplayGuard)
+    _all_links: set[SecureLink] = attrs.Factory(set)
+    _links_gone: trio.Event = attrs.Factory(trio.Event)
+    _stats: ControlStatistics = attrs.Factory(ControlStatistics)
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def serve(
+        self, address: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen on ``address`` (``HOST:PORT``, port 0 for any) until cancelled."""
+        host, port = parse_address(address, any_port=True)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            server = await nursery.start(
+                lambda task_status: trio_websocket.serve_websocket(
+                    self._accept,
+                    host,
+                    port,
+                    None,
+                    handler_nursery=nursery,
+                    max_message_size=MAX_WEBSOCKET_MESSAGE,
+                    connect_timeout=CONNECT_TIMEOUT,
+                    disconnect_timeout=1.0,
+                    task_status=task_status,
+                )
+            )
+            self.own_address = format_address(host, server.port)
+            nursery.start_soon(self._pass_on_directory)
+            task_status.started(self.own_address)
+
+    async def close_links(self) -> None:
+        """Send what is queued on every link, close them all, and wait until they are.
+
+        Callers bound the wait with a cancel scope.
+        """
+        for link in list(self._all_links):
+            link.finish()
+        while self._all_links:
+            await self._links_gone.wait()
+            self._links_gone = trio.Event()
+
+    # --- queries -------------------------------------------------------------------
+
+    def statistics(self) -> ControlStatistics:
+        self._stats.links_open = len(self._all_links)
+        return attrs.evolve(self._stats)
+
+    def linked(self) -> list[PublicKey]:
+        return [key for key, links in self._links.items() if links]
+
+    def contact_of(self, key: PublicKey) -> str | None:
+        return self._contacts.get(key)
+
+    # --- sending -------------------------------------------------------------------
+
+    def send(self, key: PublicKey, data: bytes) -> None:
+        """Send ``data`` to ``key``: over a link if one is open, else queued while dialing."""
+        if key == self.identity.public_key:
+            return
+        for link in reversed(self._links.get(key, ())):
+            if link.send(Channel.CORE, data):
+                return
+        pending = self._pending.setdefault(key, deque())
+        if len(pending) >= PENDING_PER_KEY:
+            pending.popleft()
+            self._stats.messages_dropped += 1
+        pending.append(data)
+        self._stats.messages_queued += 1
+        self._dial_soon(key)
+
+    def learn(self, key: PublicKey, address: str, *, announced_by_self: bool = False) -> None:
+        """Note ``key``'s control address (an invite, the directory, or the key itself)."""
+        if key == self.identity.public_key:
+            return
+        if key in self._self_announced and not announced_by_self:
+            return
+        try:
+            parse_address(address)
+        except ValueError:
+            self._stats.bad_contacts += 1
+            return
+        known = self._contacts.get(key)
+        self._contacts[key] = address
+        if announced_by_self:
+            self._self_announced.add(key)
+        if known != address:
+            self._backoff.pop(key, None)
+            if self.is_host():
+                self._directory_news.append(Contact(key, address))
+                self._news_event.set()
+        if self._pending.get(key):
+            self._dial_soon(key)
+
+    async def connect(self, address: str, expected: PublicKey) -> SecureLink:
+        """Dial ``address`` now and return the open link (used to join a room)."""
+        assert self._nursery is not None, "serve() first"
+        host, port = parse_address(address)
+        self._stats.links_dialed += 1
+        link: SecureLink = await self._nursery.start(self._dial_and_run, host, port, expected)
+        return link
+
+    # --- internals: dialing ----------------------------------------------------------
+
+    def _dial_soon(self, key: PublicKey) -> None:
+        address = self._contacts.get(key)
+        if address is None or key in self._dialing or self._nursery is None:
+            return
+        not_before, _ = self._backoff.get(key, (0.0, 0.0))
+        if trio.current_time() < not_before:
+            return
+        self._dialing.add(key)
+        self._stats.links_dialed += 1
+        self._nursery.start_soon(self._dial_key, key, address)
+
+    async def _dial_key(self, key: PublicKey, address: str) -> None:
+        host, port = parse_address(address)
+        try:
+            await self._dial_and_run(host, port, key)
+        except (*_DIAL_FAILURES, MitalkError) as exc:
+            self._dial_failed(key, address, exc)
+        finally:
+            self._dialing.discard(key)
+
+    def _dial_failed(self, key: PublicKey, address: str, exc: BaseException) -> None:
+        self._stats.dial_failures += 1
+        _, delay = self._backoff.get(key, (0.0, FIRST_BACKOFF / 2))
+        delay = min(MAX_BACKOFF, delay * 2)
+        self._backoff[key] = (trio.current_time() + delay, delay)
+        dropped = self._pending.pop(key, None)
+        if dropped:
+            self._stats.messages_dropped += len(dropped)
+        logger.info("could not reach %s at %s: %s", key.short, address, exc or type(exc).__name__)
+
+    async def _dial_and_run(
+        self,
+        host: str,
+        port: int,
+        expected: PublicKey,
+        task_status: trio.TaskStatus[SecureLink] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio_websocket.open_websocket(
+            host,
+            port,
+            "/",
+            use_ssl=False,
+            max_message_size=MAX_WEBSOCKET_MESSAGE,
+            connect_timeout=CONNECT_TIMEOUT,
+            disconnect_timeout=1.0,
+        ) as websocket:
+            link = await initiate(websocket, self.identity, self.room_id, expected_remote=expected)
+            self._backoff.pop(expected, None)
+            self._register(link)
+            task_status.started(link)
+            await self._run_link(link)
+
+    # --- internals: answering ------------------------------------------------------
+
+    async def _accept(self, request: WebSocketRequest) -> None:
+        if self._handshakes >= self.max_handshakes:
+            self._stats.handshakes_refused_busy += 1
+            await request.reject(503)
+            return
+        self._handshakes += 1
+        try:
+            websocket = await request.accept()
+            try:
+                link = await respond(websocket, self.identity, self.room_id, self._replay_guard)
+            finally:
+                self._handshakes -= 1
+        except (HandshakeError, ConnectionClosed, trio.TooSlowError) as exc:
+            self._stats.handshakes_failed += 1
+            logger.info("refused an incoming link: %s", exc or type(exc).__name__)
+            return
+        self._stats.links_accepted += 1
+        self._register(link)
+        await self._run_link(link)
+
+    # --- internals: links ----------------------------------------------------------
+
+    def _register(self, link: SecureLink) -> None:
+        key = link.remote
+        links = self._links.setdefault(key, [])
+        links.append(link)
+        self._all_links.add(link)
+        while len(links) > LINKS_PER_KEY:
+            links.pop(0).finish()
+        if self.own_address:
+            link.send(Channel.CONTACTS, encode_contacts([Contact(self.identity.public_key,
+                                                                 self.own_address)]))
+        if self.is_host() and self._contacts:
+            directory = [Contact(k, a) for k, a in self._contacts.items() if k != key]
+            for start in range(0, len(directory), 1000):
+                link.send(Channel.CONTACTS, encode_contacts(directory[start : start + 1000]))
+        for data in self._pending.pop(key, ()):
+            link.send(Channel.CORE, data)
+
+    async def _run_link(self, link: SecureLink) -> None:
+        try:
+            await link.run(self._on_link_message)
+        finally:
+            links = self._links.get(link.remote)
+            if links is not None and link in links:
+                links.remove(link)
+                if not links:
+                    del self._links[link.remote]
+            self._all_links.discard(link)
+            self._links_gone.set()
+
+    def _on_link_message(self, link: SecureLink, channel: Channel, data: bytes) -> None:
+        if channel is Channel.CORE:
+            self.on_core(link.remote, data, link.handshake_hash)
+            return
+        try:
+            contacts = decode_contacts(data)
+        except WireError:
+            self._stats.bad_contacts += 1
+            return
+        for contact in contacts:
+            self.learn(contact.key, contact.address, announced_by_self=contact.key == link.remote)
+
+    async def _pass_on_directory(self) -> None:
+        """On the host: send newly learned addresses to every linked member, in batches."""
+        while True:
+            await self._news_event.wait()
+            await trio.sleep(DIRECTORY_FLUSH)
+            self._news_event = trio.Event()
+            news, self._directory_news = self._directory_news, []
+            if not self.is_host():
+                continue
+            for start in range(0, len(news), 1000):
+                message = encode_contacts(news[start : start + 1000])
+                for links in self._links.values():
+                    if links:
+                        links[-1].send(Channel.CONTACTS, message)
+
+
+assert DEFAULT_MAX_MESSAGE > MAX_WEBSOCKET_MESSAGE
