@@ -231,20 +231,32 @@ class ControlPlane:
         expected: PublicKey,
         task_status: trio.TaskStatus[SecureLink] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        async with trio_websocket.open_websocket(
-            host,
-            port,
-            "/",
-            use_ssl=False,
-            max_message_size=MAX_WEBSOCKET_MESSAGE,
-            connect_timeout=CONNECT_TIMEOUT,
-            disconnect_timeout=1.0,
-        ) as websocket:
-            link = await initiate(websocket, self.identity, self.room_id, expected_remote=expected)
-            self._backoff.pop(expected, None)
-            self._register(link)
-            task_status.started(link)
-            await self._run_link(link)
+        # The TCP stream is ours to close: trio-websocket's own open_websocket leaks
+        # the socket when it is cancelled during the websocket handshake.
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream = await trio.open_tcp_stream(host, port)
+        try:
+            async with trio.open_nursery() as websocket_nursery:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    websocket = await trio_websocket.wrap_client_stream(
+                        websocket_nursery,
+                        stream,
+                        host,
+                        "/",
+                        max_message_size=MAX_WEBSOCKET_MESSAGE,
+                    )
+                try:
+                    link = await initiate(
+                        websocket, self.identity, self.room_id, expected_remote=expected
+                    )
+                    self._backoff.pop(expected, None)
+                    self._register(link)
+                    task_status.started(link)
+                    await self._run_link(link)
+                finally:
+                    websocket_nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
 
     # --- internals: answering ------------------------------------------------------
 

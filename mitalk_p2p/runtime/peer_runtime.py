@@ -143,6 +143,7 @@ class RunningPeer:
     frame_log: FrameLog = attrs.Factory(FrameLog)
     _subscribers: list[EventCallback] = attrs.Factory(list)
     _rearm: trio.Event = attrs.Factory(trio.Event)
+    _changed: trio.Event = attrs.Factory(trio.Event)
     _armed_at: float = math.inf
     _refusal: str | None = None
     _shared_offset: float = 0.0
@@ -197,6 +198,11 @@ class RunningPeer:
     def shared_time(self, now: float | None = None) -> float:
         """``now`` (trio time) on the host-wide monotonic clock."""
         return (trio.current_time() if now is None else now) + self._shared_offset
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds; it is re-checked after every input."""
+        while not condition():
+            await self._changed.wait()
 
     # --- actions -------------------------------------------------------------------
 
@@ -262,6 +268,8 @@ class RunningPeer:
         deadline = core.next_deadline()
         if deadline is not None and deadline < self._armed_at:
             self._rearm.set()
+        self._changed.set()
+        self._changed = trio.Event()
 
     def _deliver(self, events: list[PeerEvent]) -> None:
         playback = self.config.playback
