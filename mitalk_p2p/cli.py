@@ -196,7 +196,27 @@ def _cmd_scenario_list(args: argparse.Namespace, ctx: Context) -> int:
     return command.list_scenarios(ctx.out)
 
 
-SUBCOMMANDS: tuple[Callable[[_SubParsers], None], ...] = (_add_id, _add_demo, _add_scenario)
+def _room_command(name: str) -> Callable[[_SubParsers], None]:
+    """A subcommand defined in :mod:`.room_cli`, given the shared options."""
+
+    def add(subparsers: _SubParsers) -> None:
+        from . import room_cli
+
+        builder = getattr(room_cli, f"add_{name}")
+        builder(subparsers, [_global_options(suppress_defaults=True)])
+
+    return add
+
+
+SUBCOMMANDS: tuple[Callable[[_SubParsers], None], ...] = (
+    _add_id,
+    _room_command("host"),
+    _room_command("join"),
+    _room_command("invite"),
+    _room_command("devices"),
+    _add_scenario,
+    _add_demo,
+)
 """Every subcommand's parser builder, in the order ``--help`` lists them."""
 
 

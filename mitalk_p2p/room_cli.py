@@ -1,0 +1,582 @@
+"""``mitalk host``, ``mitalk join``, ``mitalk invite`` and ``mitalk devices``.
+
+``host`` and ``join`` put this machine in a room and open the console (see
+:mod:`.console.session`).  Audio comes from ``--input`` (a microphone, a WAV
+file, a tone, synthetic speech, silence, or nothing) and goes to ``--output``
+(the speakers, a WAV file of the room mix, or nowhere), with ``--tracks DIR``
+adding one time-aligned WAV per speaker.
+
+A host also writes a small room file in its profile (id, name, addresses), so
+that ``mitalk invite`` can sign more invites later without the room running
+in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any, Final, Protocol, TextIO
+
+import attrs
+import trio
+
+from . import profile
+from .audio.io import FrameInput, FrameOutput, NullOutput, input_from_spec
+from .audio.playout import Playback
+from .audio.sources import AudioSourceError
+from .audio.wav_writer import open_wav_writer
+from .console.session import (
+    ConsoleSession,
+    LineSource,
+    ScriptLines,
+    StreamLines,
+    TerminalLines,
+    install_completion,
+)
+from .core.errors import MitalkError
+from .core.identity import Identity, PublicKey
+from .core.ids import RoomId
+from .core.invite import InviteError, SignedInvite, create_invite
+from .core.roles import Role
+from .runtime.addresses import AddressError, parse_address
+from .runtime.peer_runtime import HostRoom, JoinRoom, PeerConfig, RunningPeer, open_peer
+
+INPUT_FORMS: Final = "mic, none, silence, synthetic, tone[:HZ], wav:PATH or PATH.wav"
+OUTPUT_FORMS: Final = "speaker, null, wav:PATH or PATH.wav"
+DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class _Context(Protocol):
+    out: TextIO
+
+    def profile_dir(self) -> Path: ...
+
+
+# -- argument types -----------------------------------------------------------------
+
+
+def duration(text: str) -> int:
+    """``90``, ``90s``, ``15m``, ``2h`` or ``7d`` as whole seconds."""
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in DURATION_UNITS else "s"
+    number = value[:-1] if value[-1:] in DURATION_UNITS else value
+    try:
+        seconds = float(number) * DURATION_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; write e.g. 90s, 15m, 2h or 7d"
+        ) from None
+    if not 1 <= seconds <= 366 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration from 1s to 366d")
+    return int(seconds)
+
+
+def address(text: str) -> str:
+    try:
+        parse_address(text, any_port=True)
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def role(text: str) -> Role:
+    try:
+        parsed = Role.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if parsed is Role.HOST:
+        raise argparse.ArgumentTypeError("nobody can be invited as host; the host is elected")
+    return parsed
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{value} is out of range (1 to 1000000)")
+    return value
+
+
+# -- parsers ------------------------------------------------------------------------
+
+
+def _room_options(parser: argparse.ArgumentParser) -> None:
+    net = parser.add_argument_group("network")
+    net.add_argument(
+        "--listen",
+        type=address,
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="control (websocket) address; others dial it (default: 127.0.0.1, any port)",
+    )
+    net.add_argument(
+        "--media",
+        type=address,
+        default=None,
+        metavar="HOST:PORT",
+        help="media (UDP) address (default: the --listen host, any port)",
+    )
+    audio = parser.add_argument_group("audio")
+    audio.add_argument(
+        "--input", default="auto", metavar="SPEC", help=f"what you say: auto, {INPUT_FORMS}"
+    )
+    audio.add_argument("--loop", action="store_true", help="repeat a WAV input forever")
+    audio.add_argument("--input-device", metavar="DEV", help="microphone (index or name)")
+    audio.add_argument(
+        "--output", default="auto", metavar="SPEC", help=f"what you hear: auto, {OUTPUT_FORMS}"
+    )
+    audio.add_argument("--output-device", metavar="DEV", help="speakers (index or name)")
+    audio.add_argument(
+        "--tracks", type=Path, metavar="DIR", help="also write one WAV per speaker into DIR"
+    )
+    console = parser.add_argument_group("console")
+    console.add_argument(
+        "--script", type=Path, metavar="FILE", help="run the console commands in FILE first"
+    )
+    console.add_argument(
+        "--detach",
+        action="store_true",
+        help="read no commands from stdin; stay until /leave in the script, a kick, or a signal",
+    )
+    console.add_argument(
+        "--json-events", action="store_true", help="print one JSON object per room event"
+    )
+    console.add_argument(
+        "--report",
+        type=Path,
+        metavar="FILE",
+        help="on exit, write per-frame timings and statistics to FILE (JSON)",
+    )
+    parser.add_argument("--name", metavar="NAME", help="your display name in this room")
+
+
+def add_host(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "host",
+        help="start a room and print an invite",
+        description="Start a room with you as its host, print an invite, and open the console.",
+        parents=parents,
+    )
+    parser.add_argument("room_name", metavar="ROOM", help="the room's name")
+    parser.add_argument("--topic", default="", help="what the room is about")
+    parser.add_argument(
+        "--invite-role", type=role, default=Role.LISTENER, help="role of the printed invite"
+    )
+    parser.add_argument(
+        "--invite-uses", type=positive_int, default=100, help="how many may use it (100)"
+    )
+    parser.add_argument(
+        "--invite-expires", type=duration, default=24 * 3600, help="lifetime (default 24h)"
+    )
+    parser.add_argument(
+        "--invite-file", type=Path, metavar="FILE", help="also write the invite to FILE"
+    )
+    _room_options(parser)
+    parser.set_defaults(handler=cmd_host)
+
+
+def add_join(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "join",
+        help="join a room with an invite",
+        description="Join the room an invite names and open the console.",
+        parents=parents,
+    )
+    parser.add_argument(
+        "invite", metavar="INVITE", help="the invite (mitalk:...), or @FILE to read it from FILE"
+    )
+    _room_options(parser)
+    parser.set_defaults(handler=cmd_join)
+
+
+def add_invite(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "invite",
+        help="make an invite to a room you host",
+        description=(
+            "Sign an invite to a room this profile hosts (the most recent one unless --room "
+            "says which).  Give it to the person; it is all they need to join."
+        ),
+        parents=parents,
+    )
+    parser.add_argument("--room", metavar="ID", help="the room id (32 hex digits)")
+    parser.add_argument("--role", type=role, default=Role.LISTENER, help="listener or speaker")
+    parser.add_argument("--expires", type=duration, default=24 * 3600, help="lifetime (24h)")
+    parser.add_argument("--uses", type=positive_int, default=1, help="how many may use it (1)")
+    parser.add_argument(
+        "--for",
+        dest="audience",
+        metavar="KEY",
+        help="only this person may use it: their public key (64 hex digits, see `mitalk id`)",
+    )
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.set_defaults(handler=cmd_invite)
+
+
+def add_devices(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "devices",
+        help="list microphones and speakers",
+        description="List the sound devices PortAudio sees, for --input-device/--output-device.",
+        parents=parents,
+    )
+    parser.set_defaults(handler=cmd_devices)
+
+
+# -- handlers -----------------------------------------------------------------------
+
+
+def cmd_devices(args: argparse.Namespace, ctx: _Context) -> int:
+    from .audio.devices import format_device_table, list_devices
+
+    ctx.out.write(format_device_table(list_devices()) + "\n")
+    return 0
+
+
+def cmd_invite(args: argparse.Namespace, ctx: _Context) -> int:
+    identity, _ = profile.load_or_create_identity(ctx.profile_dir())
+    room = _load_room_file(ctx.profile_dir(), args.room)
+    audience = _parse_key(args.audience) if args.audience else None
+    invite = create_invite(
+        identity,
+        room_id=RoomId.from_hex(str(room["room_id"])),
+        room_name=str(room["name"]),
+        role=args.role,
+        now=time.time(),
+        lifetime=args.expires,
+        audience=audience,
+        max_uses=args.uses,
+        addresses=tuple(str(a) for a in room["addresses"]),  # type: ignore[attr-defined]
+    )
+    if args.json:
+        record = {
+            "invite": invite.token,
+            "room_id": invite.invite.room_id.hex,
+            "role": args.role.label,
+            "expires_at": invite.invite.expires_at,
+            "max_uses": invite.invite.max_uses,
+        }
+        ctx.out.write(json.dumps(record) + "\n")
+    else:
+        ctx.out.write(invite.token + "\n")
+    return 0
+
+
+def cmd_host(args: argparse.Namespace, ctx: _Context) -> int:
+    identity = _identity(args, ctx)
+    room = HostRoom(args.room_name, topic=args.topic)
+    return _run_room(args, ctx, identity, room)
+
+
+def cmd_join(args: argparse.Namespace, ctx: _Context) -> int:
+    text: str = args.invite
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            problem = exc.strerror or exc
+            raise MitalkError(f"could not read the invite from {text[1:]}: {problem}") from None
+    try:
+        invite = SignedInvite.from_token(text)
+        invite.verify(time.time())
+    except InviteError as exc:
+        raise MitalkError(f"that invite can't be used: {exc}") from None
+    identity = _identity(args, ctx)
+    return _run_room(args, ctx, identity, JoinRoom(invite))
+
+
+def _identity(args: argparse.Namespace, ctx: _Context) -> Identity:
+    identity, _ = profile.load_or_create_identity(ctx.profile_dir(), display_name=args.name)
+    return identity
+
+
+def _parse_key(text: str) -> PublicKey:
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError:
+        raise MitalkError(f"{text!r} is not a public key: expected 64 hex digits") from None
+    if len(raw) != 32:
+        raise MitalkError(f"a public key is 64 hex digits, got {len(text.strip())}")
+    return PublicKey(raw)
+
+
+# -- room files ---------------------------------------------------------------------
+
+
+def _rooms_dir(profile_dir: Path) -> Path:
+    return profile_dir / "rooms"
+
+
+def save_room_file(profile_dir: Path, peer: RunningPeer) -> Path:
+    state = peer.state
+    assert state is not None
+    directory = _rooms_dir(profile_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / f"{state.room_id.hex}.json"
+    record = {
+        "room_id": state.room_id.hex,
+        "name": state.name,
+        "addresses": [peer.control_address],
+        "saved_at": time.time(),
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _load_room_file(profile_dir: Path, room: str | None) -> dict[str, object]:
+    directory = _rooms_dir(profile_dir)
+    if room is not None:
+        try:
+            RoomId.from_hex(room)
+        except MitalkError:
+            raise MitalkError(f"{room!r} is not a room id (32 hex digits)") from None
+        candidates = [directory / f"{room.lower()}.json"]
+    else:
+        candidates = sorted(
+            directory.glob("*.json") if directory.is_dir() else [],
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+    for path in candidates:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            raise MitalkError(f"the room file {path} is unreadable: {exc}") from None
+        if not isinstance(record, dict) or not {"room_id", "name", "addresses"} <= set(record):
+            raise MitalkError(f"the room file {path} is damaged; host the room again")
+        return record
+    which = f"room {room}" if room else "any room"
+    raise MitalkError(f"this profile has not hosted {which}; start one with `mitalk host`")
+
+
+# -- audio --------------------------------------------------------------------------
+
+
+def _has_device(kind: str) -> bool:
+    try:
+        from .audio.devices import find_device
+
+        return find_device(None, kind) is not None  # type: ignore[arg-type]
+    except MitalkError:
+        return False
+
+
+@asynccontextmanager
+async def _audio_input(args: argparse.Namespace, err: TextIO) -> AsyncIterator[FrameInput | None]:
+    spec: str = args.input
+    if spec == "auto":
+        spec = "mic" if _has_device("input") else "none"
+        if spec == "none":
+            err.write("note: no microphone found; you can listen but not speak (see --input)\n")
+    if spec == "none":
+        yield None
+    elif spec == "mic":
+        from .audio.devices import open_device_input
+
+        async with open_device_input(args.input_device) as mic:
+            yield mic
+    else:
+        try:
+            yield input_from_spec(spec, seed=os.getpid(), loop=args.loop)
+        except AudioSourceError as exc:
+            raise MitalkError(f"--input: {exc}") from None
+
+
+@asynccontextmanager
+async def _audio_output(args: argparse.Namespace) -> AsyncIterator[Playback]:
+    spec: str = args.output
+    async with AsyncExitStack() as stack:
+        if spec == "auto":
+            spec = "speaker" if _has_device("output") else "null"
+        output: FrameOutput
+        if spec == "speaker":
+            from .audio.devices import open_device_output
+
+            output = await stack.enter_async_context(open_device_output(args.output_device))
+        elif spec == "null":
+            output = NullOutput()
+        elif spec.startswith("wav:") or spec.lower().endswith(".wav"):
+            output = open_wav_writer(spec.removeprefix("wav:"))
+        else:
+            raise MitalkError(f"--output {spec!r}: expected one of: auto, {OUTPUT_FORMS}")
+        tracks = TrackFiles(args.tracks) if args.tracks else None
+        yield Playback(output, track_output=tracks)
+
+
+@attrs.define
+class TrackFiles:
+    """Opens one WAV per speaker in ``directory``, named after the speaker."""
+
+    directory: Path
+    name_of: Callable[[PublicKey], str] = attrs.field(default=lambda key: key.short)
+    _used: set[str] = attrs.Factory(set)
+
+    def __call__(self, key: PublicKey) -> FrameOutput:
+        base = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.name_of(key))
+        name = base or key.short
+        if name in self._used:
+            name = f"{base}-{key.short}"
+        self._used.add(name)
+        return open_wav_writer(self.directory / f"{name}.wav")
+
+
+# -- the room -----------------------------------------------------------------------
+
+
+def _run_room(
+    args: argparse.Namespace, ctx: _Context, identity: Identity, room: HostRoom | JoinRoom
+) -> int:
+    try:
+        parse_address(args.listen, any_port=True)
+    except AddressError as exc:
+        raise MitalkError(f"--listen: {exc}") from None
+    return trio.run(_room_main, args, ctx, identity, room)
+
+
+async def _room_main(
+    args: argparse.Namespace, ctx: _Context, identity: Identity, room: HostRoom | JoinRoom
+) -> int:
+    out, err = ctx.out, sys.stderr
+    media = args.media or f"{args.listen.rpartition(':')[0]}:0"
+    async with (
+        _audio_input(args, err) as audio_input,
+        _audio_output(args) as playback,
+    ):
+        config = PeerConfig(
+            identity,
+            room,
+            control_address=args.listen,
+            media_address=media,
+            audio_input=audio_input,
+            playback=playback,
+            record_frames=args.report is not None,
+        )
+        async with open_peer(config) as peer:
+            if isinstance(playback.track_output, TrackFiles):
+                playback.track_output.name_of = peer.name_of
+            interactive = (
+                sys.stdin.isatty() and args.script is None and not args.json_events
+            ) and not args.detach
+            session = ConsoleSession(
+                peer,
+                out,
+                err,
+                json_events=args.json_events,
+                show_status=interactive and err.isatty(),
+                playback=playback,
+            )
+            peer.subscribe(session.on_event)
+            _announce(args, ctx, peer, session)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_drive_console, session, args, interactive)
+                nursery.start_soon(_leave_on_signal, peer)
+                if session.show_status:
+                    nursery.start_soon(session.run_status)
+                await peer.left.wait()
+                nursery.cancel_scope.cancel()
+            reason = peer.left_reason or "left"
+            if args.report is not None:
+                _write_report(args.report, peer, playback)
+        session.say(_farewell(reason))
+        session.emit({"event": "exited", "reason": reason, "time": time.monotonic()})
+    return 0 if reason == "left" else 1
+
+
+def _announce(
+    args: argparse.Namespace, ctx: _Context, peer: RunningPeer, session: ConsoleSession
+) -> None:
+    state = peer.state
+    assert state is not None
+    record: dict[str, object] = {
+        "event": "ready",
+        "time": time.monotonic(),
+        "room_id": state.room_id.hex,
+        "room": state.name,
+        "me": {"name": peer.identity.display_name, "fp": peer.me.short},
+        "role": peer.role.label if peer.role is not None else None,
+        "control": peer.control_address,
+        "media": peer.media_address,
+    }
+    if isinstance(peer.config.room, HostRoom):
+        save_room_file(ctx.profile_dir(), peer)
+        invite = peer.invite(
+            role=args.invite_role, lifetime=args.invite_expires, max_uses=args.invite_uses
+        )
+        if args.invite_file is not None:
+            args.invite_file.write_text(invite.token + "\n", encoding="utf-8")
+        record["invite"] = invite.token
+        session.say(f"Hosting {state.name!r} at {peer.control_address}. Invite others with:")
+        session.say(f"  mitalk join {invite.token}")
+    else:
+        session.say(
+            f"Joined {state.name!r} as {peer.role.label if peer.role is not None else '?'}"
+            f" ({len(state.members)} here). Type /help for commands."
+        )
+    session.emit(record)
+
+
+async def _leave_on_signal(peer: RunningPeer) -> None:
+    """SIGTERM or SIGHUP leave the room properly, as /leave would."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+        async for _ in signals:
+            peer.leave()
+            return
+
+
+async def _drive_console(session: ConsoleSession, args: argparse.Namespace, tty: bool) -> None:
+    if args.script is not None:
+        try:
+            lines = args.script.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            session.error(f"could not read the script {args.script}: {exc}")
+        else:
+            await session.run_lines(ScriptLines(lines), leave_at_end=False)
+    if args.detach:
+        return  # the room keeps running until /leave, a kick, or a signal
+    if args.script is not None and not tty:
+        return
+    source: LineSource
+    if tty:
+        install_completion(session)
+        source = TerminalLines(lambda: session.peer.state)
+    else:
+        source = StreamLines(sys.stdin)
+    await session.run_lines(source, leave_at_end=True)
+
+
+def _farewell(reason: str) -> str:
+    return {
+        "left": "You left the room.",
+        "kicked": "You were removed from the room by a moderator.",
+        "dropped": "You are no longer in the room (it moved on without you).",
+    }.get(reason, f"You are no longer in the room ({reason}).")
+
+
+def _write_report(path: Path, peer: RunningPeer, playback: Playback) -> None:
+    log = peer.frame_log
+    stats = peer.statistics()
+    overall = playback.statistics().overall
+    record = {
+        "name": peer.identity.display_name,
+        "key": peer.me.raw.hex(),
+        "sent": {str(seq): at for seq, at in log.sent.items()},
+        "received": [[key.raw.hex(), seq, at] for key, seq, at in log.received],
+        "played": overall.frames_played,
+        "fec": overall.frames_fec,
+        "concealed": overall.frames_concealed,
+        "concealed_fraction": overall.concealed_fraction,
+        "parent_switches": stats.peer.media.parent_switches,
+        "dropped": stats.peer.media.dropped,
+    }
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
