@@ -57,6 +57,11 @@ sysdeps:
 	}
 	have_lib 'libopus\.so\.0' libopus0 || missing+=(libopus0)
 	have_lib 'libportaudio\.so\.2' libportaudio2 || missing+=(libportaudio2)
+	# The sound-device tests (tests/audio) run a private PulseAudio server and reach it
+	# through PortAudio's ALSA backend and ALSA's "pulse" PCM plugin.  Neither file is in
+	# the linker cache, so these two are found through dpkg.
+	have_lib 'libasound_module_pcm_pulse\.so' libasound2-plugins || missing+=(libasound2-plugins)
+	have_lib 'libpulsecore-[0-9.]*\.so' pulseaudio || missing+=(pulseaudio)
 	if [ ! -e $(VENV_STAMP) ]; then
 	    if ! command -v $(PYTHON) >/dev/null 2>&1; then
 	        missing+=(python3 python3-venv)
