@@ -1,7 +1,7 @@
 # mitalk-p2p build and test commands.
 #
 #   make test   install what is missing, then lint, type-check and run the tests
-#   make demo   install what is missing, then run the guided walkthrough
+#   make demo   install what is missing, then run a live room of 10 processes on 127.0.0.1
 #
 # "What is missing" is, in order: the system libraries (libopus0,
 # libportaudio2, and python3-venv when the venv module is unavailable), the

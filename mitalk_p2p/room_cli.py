@@ -44,6 +44,7 @@ from .core.errors import MitalkError
 from .core.identity import Identity, PublicKey
 from .core.ids import RoomId
 from .core.invite import InviteError, SignedInvite, create_invite
+from .core.media import MediaConfig
 from .core.roles import Role
 from .runtime.addresses import AddressError, parse_address
 from .runtime.peer_runtime import HostRoom, JoinRoom, PeerConfig, RunningPeer, open_peer
@@ -51,6 +52,7 @@ from .runtime.peer_runtime import HostRoom, JoinRoom, PeerConfig, RunningPeer, o
 INPUT_FORMS: Final = "mic, none, silence, synthetic, tone[:HZ], wav:PATH or PATH.wav"
 OUTPUT_FORMS: Final = "speaker, null, wav:PATH or PATH.wav"
 DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+ANNOUNCEMENT_LIFETIME: Final = 120
 
 
 class _Context(Protocol):
@@ -156,6 +158,22 @@ def _room_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="on exit, write per-frame timings and statistics to FILE (JSON)",
     )
+    net.add_argument(
+        "--bootstrap",
+        action="append",
+        type=address,
+        default=[],
+        metavar="HOST:PORT",
+        help="a bootstrap node to announce the room to / find it through (repeatable)",
+    )
+    net.add_argument(
+        "--relay-capacity",
+        type=int,
+        default=6,
+        choices=range(0, 33),
+        metavar="N",
+        help="how many listeners you offer to relay to (0 to 32, default 6)",
+    )
     parser.add_argument("--name", metavar="NAME", help="your display name in this room")
 
 
@@ -179,6 +197,12 @@ def add_host(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument(
         "--invite-file", type=Path, metavar="FILE", help="also write the invite to FILE"
+    )
+    parser.add_argument(
+        "--fanout",
+        type=positive_int,
+        default=6,
+        help="the most listeners any peer relays to (default 6)",
     )
     _room_options(parser)
     parser.set_defaults(handler=cmd_host)
@@ -292,6 +316,56 @@ def cmd_join(args: argparse.Namespace, ctx: _Context) -> int:
         raise MitalkError(f"that invite can't be used: {exc}") from None
     identity = _identity(args, ctx)
     return _run_room(args, ctx, identity, JoinRoom(invite))
+
+
+async def _discover(nodes: list[str], invite: SignedInvite, err: TextIO) -> tuple[str, ...]:
+    """The room's current addresses from the bootstrap nodes (tried before the invite's)."""
+    from .runtime.bootstrap_client import BootstrapError, lookup_id
+
+    room_id = invite.invite.room_id
+    for node in nodes:
+        try:
+            found = await lookup_id(node, room_id)
+        except BootstrapError as exc:
+            err.write(f"note: bootstrap node {node}: {exc}\n")
+            continue
+        if found is not None:
+            err.write(f"found {found.name!r} through {node} at {', '.join(found.addresses)}\n")
+            return tuple(found.addresses)
+    return ()
+
+
+async def _keep_announced(nodes: list[str], peer: RunningPeer) -> None:
+    from bootstrap.announcement import create_announcement, create_withdrawal
+
+    from .runtime.bootstrap_client import keep_announced
+
+    def announcement() -> Any:
+        state = peer.state
+        assert state is not None
+        return create_announcement(
+            peer.identity,
+            room_id=state.room_id,
+            name=state.name,
+            topic=state.topic,
+            host=peer.me,
+            addresses=(peer.control_address,),
+            listener_count=max(0, len(state.members) - 1),
+            term=state.term,
+            now=time.time(),
+            lifetime=ANNOUNCEMENT_LIFETIME,
+        )
+
+    def withdrawal() -> Any:
+        state = peer.state
+        assert state is not None
+        return create_withdrawal(
+            peer.identity, room_id=state.room_id, term=state.term, now=time.time()
+        )
+
+    await keep_announced(
+        nodes, announcement, interval=ANNOUNCEMENT_LIFETIME / 3, make_withdrawal=withdrawal
+    )
 
 
 def _identity(args: argparse.Namespace, ctx: _Context) -> Identity:
@@ -449,6 +523,8 @@ async def _room_main(
 ) -> int:
     out, err = ctx.out, sys.stderr
     media = args.media or f"{args.listen.rpartition(':')[0]}:0"
+    if isinstance(room, JoinRoom) and args.bootstrap:
+        room = attrs.evolve(room, via=await _discover(args.bootstrap, room.invite, err))
     async with (
         _audio_input(args, err) as audio_input,
         _audio_output(args) as playback,
@@ -461,6 +537,8 @@ async def _room_main(
             audio_input=audio_input,
             playback=playback,
             record_frames=args.report is not None,
+            fanout=getattr(args, "fanout", 6),
+            media_config=MediaConfig(relay_capacity=args.relay_capacity),
         )
         async with open_peer(config) as peer:
             if isinstance(playback.track_output, TrackFiles):
@@ -481,6 +559,8 @@ async def _room_main(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_drive_console, session, args, interactive)
                 nursery.start_soon(_leave_on_signal, peer)
+                if args.bootstrap and isinstance(room, HostRoom):
+                    nursery.start_soon(_keep_announced, args.bootstrap, peer)
                 if session.show_status:
                     nursery.start_soon(session.run_status)
                 await peer.left.wait()

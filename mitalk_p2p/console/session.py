@@ -201,7 +201,12 @@ class ConsoleSession:
             self.peer.leave()
             return
         if isinstance(command, LocalQuery):
-            self.say(self.answer(command.kind))
+            answer = self.answer(command.kind)
+            self.say(answer)
+            self.emit(
+                {"event": "answer", "query": command.kind.name.lower(), "text": answer,
+                 "time": self._now()}
+            )
             return
         assert isinstance(command, RoomAction)
         try:

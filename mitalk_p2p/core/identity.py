@@ -35,6 +35,7 @@ class Domain(bytes, enum.Enum):
     SNAPSHOT = b"mitalk/v1/room-snapshot"
     HEARTBEAT = b"mitalk/v1/heartbeat"
     MEDIA_FRAME = b"mitalk/v1/media-frame"
+    ANNOUNCEMENT = b"mitalk/v1/room-announcement"
 
 
 def domain_message(domain: Domain, payload: bytes) -> bytes:

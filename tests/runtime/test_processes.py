@@ -1,0 +1,186 @@
+"""End to end: a host and six listeners as separate ``mitalk`` processes on 127.0.0.1.
+
+Everything is real: websockets for control, UDP for media, libopus, and a WAV
+file as the host's voice.  Each listener writes what it played to a WAV file,
+which must match the source after alignment.  Then a listener is kicked (its
+audio stops) and a relay's process is killed (its children hear audio again
+within a second).
+
+The host speaks for real time, so the test waits on the clock while it does;
+every step that depends on the peers waits for their JSON events instead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import trio
+
+from mitalk_p2p.live_demo import DATA, Conductor, summarize_reports
+
+LISTENERS = 6
+MIN_CORRELATION = 0.9
+HEAL_BOUND = 1.0
+
+
+def _read_wav(path: Path) -> tuple[int, np.ndarray[Any, np.dtype[np.float64]]]:
+    with wave.open(str(path)) as wav:
+        rate = wav.getframerate()
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    return rate, samples.astype(np.float64)
+
+
+def _aligned_correlation(source: Path, heard: Path, start: float, seconds: float) -> float:
+    """Normalized cross-correlation of ``seconds`` of ``heard`` (from ``start``) with the
+    source looped twice, at the lag where they match best."""
+    rate, raw = _read_wav(source)
+    heard_rate, received = _read_wav(heard)
+    assert heard_rate == 48_000
+    upsampled = np.interp(np.arange(len(raw) * 48_000 // rate) * rate / 48_000,
+                          np.arange(len(raw)), raw)  # fmt: skip
+    segment = received[int(start * 48_000) : int((start + seconds) * 48_000)]
+    assert len(segment) == int(seconds * 48_000), "the listener's file is too short"
+    looped = np.concatenate([upsampled, upsampled])
+    scores = np.correlate(looped, segment, mode="valid")
+    lag = int(np.argmax(scores))
+    reference = looped[lag : lag + len(segment)]
+    return float(np.dot(reference, segment) / np.sqrt(np.dot(reference, reference)
+                                                       * np.dot(segment, segment)))  # fmt: skip
+
+
+def _received_after(report: dict[str, Any], moment: float) -> int:
+    return sum(1 for _, _, at in report["received"] if at > moment)
+
+
+async def test_six_listener_processes_hear_the_host_then_survive_a_kick_and_a_relay_kill(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "out"
+    output.mkdir()
+    source = DATA / "speech-host.wav"
+    conductor = Conductor(io.StringIO(), tmp_path, output)
+    async with trio.open_nursery() as nursery:
+        try:
+            await _scenario(conductor, nursery, source)
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop(conductor)
+            nursery.cancel_scope.cancel()
+    await _judge(conductor, source)
+
+
+async def _scenario(c: Conductor, nursery: trio.Nursery, source: Path) -> None:
+    host = await c.start_peer(
+        nursery,
+        "Host",
+        ["host", "E2E", "--fanout", "2", "--invite-uses", str(LISTENERS),
+         "--input", f"wav:{source}", "--loop", "--output", "null"],
+    )  # fmt: skip
+    ready = await host.wait_for("start", lambda e: e.get("event") == "ready")
+    await host.say("/mute")
+    listeners = [
+        await c.start_peer(
+            nursery,
+            f"L{index}",
+            ["join", str(ready["invite"]), "--input", "none",
+             "--output", str(c.output / f"L{index}.wav")],
+        )
+        for index in range(1, LISTENERS + 1)
+    ]
+    for peer in listeners:
+        await peer.wait_for("join", lambda e: e.get("event") == "ready")
+    await host.say("/unmute")
+    c.started = time.monotonic()
+    await trio.sleep(4.0)  # the host talks
+
+    # Kick a leaf listener: it leaves, and the others keep hearing the host.
+    parents = _parents(c)
+    relays = {parent for parent in parents.values() if parent != "Host"}
+    victim = next(p for p in listeners if p.name not in relays)
+    await host.say(f"/kick {victim.name}")
+    exited = await victim.wait_for("the kick", lambda e: e.get("event") == "exited")
+    assert exited["reason"] == "kicked"
+    c.kick_time = time.monotonic()
+    c.kicked = victim.name
+
+    # Kill a relay's process: its children must hear audio again within a second.
+    parents = _parents(c)
+    relay = next(
+        p
+        for p in listeners
+        if any(parent == p.name and child != victim.name for child, parent in parents.items())
+    )
+    c.kill_time, c.killed = time.monotonic(), relay.name
+    relay.process.send_signal(signal.SIGKILL)
+    await trio.sleep(3.0)
+
+
+def _parents(c: Conductor) -> dict[str, str]:
+    parents = {}
+    for name, peer in c.peers.items():
+        for event in peer.events:
+            if event.get("event") == "parent_changed" and isinstance(event.get("parent"), dict):
+                parents[name] = event["parent"]["name"]
+    return parents
+
+
+async def _stop(c: Conductor) -> None:
+    for peer in c.peers.values():
+        if peer.process.returncode is None and peer.process.stdin is not None:
+            await peer.process.stdin.aclose()
+    with trio.fail_after(15):
+        for peer in c.peers.values():
+            await peer.process.wait()
+
+
+async def _judge(c: Conductor, source: Path) -> None:
+    reports = {}
+    for name, peer in c.peers.items():
+        if name != c.killed:
+            assert peer.report is not None and peer.report.exists(), f"{name} wrote no report"
+            reports[name] = json.loads(peer.report.read_text())
+    orphans = {child for child, parent in _parents_at(c, c.kill_time).items()
+               if parent == c.killed and child != c.kicked}  # fmt: skip
+    assert orphans, "the killed relay had no children"
+
+    for name in reports:
+        if name in ("Host", c.kicked):
+            continue
+        correlation = _aligned_correlation(source, c.output / f"{name}.wav", 1.5, 2.0)
+        assert correlation >= MIN_CORRELATION, f"{name}: correlation {correlation:.3f}"
+
+    assert c.kicked is not None and c.kick_time is not None
+    kicked = reports[c.kicked]
+    assert _received_after(kicked, c.kick_time) == 0
+    assert c.peers[c.kicked].process.returncode == 1
+
+    assert c.kill_time is not None
+    rows = {row.name: row for row in summarize_reports(reports, c.kill_time, orphans)}
+    for name in orphans:
+        repair = rows[name].repair_ms
+        assert repair is not None and repair <= 1000 * HEAL_BOUND, f"{name} healed in {repair} ms"
+    for name, row in rows.items():
+        if name not in ("Host", c.kicked) and name not in orphans:
+            assert row.loss is not None and row.loss < 0.01, f"{name} lost {row.loss}"
+
+
+def _parents_at(c: Conductor, moment: float | None) -> dict[str, str]:
+    parents = {}
+    for name, peer in c.peers.items():
+        for event in peer.events:
+            parent = event.get("parent")
+            if (
+                event.get("event") == "parent_changed"
+                and isinstance(parent, dict)
+                and (moment is None or event.get("time", 0) <= moment)
+            ):
+                parents[name] = parent["name"]
+    return parents
+
