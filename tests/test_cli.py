@@ -258,13 +258,13 @@ def test_demo_runs_the_walkthrough(
         return 0
 
     install_walkthrough(monkeypatch, run)
-    assert cli.main(["demo"]) == 0
+    assert cli.main(["demo", "--walkthrough"]) == 0
     assert capsys.readouterr().out == "walkthrough output\n"
 
 
 def test_demo_passes_the_exit_status_through(monkeypatch: pytest.MonkeyPatch) -> None:
     install_walkthrough(monkeypatch, lambda out: 1)
-    assert cli.main(["demo"]) == 1
+    assert cli.main(["demo", "--walkthrough"]) == 1
 
 
 def test_demo_errors_are_reported(
@@ -274,14 +274,14 @@ def test_demo_errors_are_reported(
         raise LocalProtocolError("no room for the demo")
 
     install_walkthrough(monkeypatch, run)
-    assert_error(capsys, cli.main(["demo"]), "no room for the demo")
+    assert_error(capsys, cli.main(["demo", "--walkthrough"]), "no room for the demo")
 
 
 def test_demo_without_walkthrough_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(sys.modules, "mitalk_p2p.walkthrough", None)
-    assert_error(capsys, cli.main(["demo"]), "walkthrough")
+    assert_error(capsys, cli.main(["demo", "--walkthrough"]), "walkthrough")
 
 
 # -- a real process -----------------------------------------------------------------
@@ -319,3 +319,19 @@ def test_python_dash_m_id(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert bad.stderr.startswith("mitalk: error: display name")
     assert "Traceback" not in bad.stderr
+
+
+def test_demo_runs_the_live_room_by_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from mitalk_p2p import live_demo
+
+    calls: list[Path] = []
+
+    def run(out: TextIO, output: Path) -> int:
+        calls.append(output)
+        return 0
+
+    monkeypatch.setattr(live_demo, "run", run)
+    assert cli.main(["demo", "--output", str(tmp_path / "heard")]) == 0
+    assert calls == [tmp_path / "heard"]
