@@ -28,7 +28,7 @@ from typing import NoReturn, Protocol, TextIO, TypeAlias, cast
 import attrs
 
 from . import profile
-from .core.errors import MitalkError
+from .core.errors import MitalkError, leaf_exceptions
 
 PROG = "mitalk"
 EXIT_OK = 0
@@ -307,12 +307,6 @@ def _uninstall_logging(handler: logging.Handler, previous_level: int) -> None:
 # -- entry point --------------------------------------------------------------------
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
 def _report(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
@@ -350,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BaseExceptionGroup as group:
-        leaves = _leaves(group)
+        leaves = leaf_exceptions(group)
         if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
             return EXIT_INTERRUPTED
         if all(isinstance(leaf, MitalkError | KeyboardInterrupt) for leaf in leaves):

@@ -252,23 +252,28 @@ async def _session(c: Conductor, nursery: trio.Nursery) -> None:
         c.out.write(f"        {line}\n")
 
 
-def _parents(c: Conductor) -> dict[str, str]:
+def parents_at(c: Conductor, moment: float | None = None) -> dict[str, str]:
+    """Each peer's parent by name, from its ``parent_changed`` events up to ``moment``."""
     parents: dict[str, str] = {}
     for name, peer in c.peers.items():
         for event in peer.events:
-            if event.get("event") == "parent_changed":
-                parent = event.get("parent")
-                parents[name] = str(parent.get("name")) if isinstance(parent, dict) else ""
+            parent = event.get("parent")
+            if (
+                event.get("event") == "parent_changed"
+                and isinstance(parent, dict)
+                and (moment is None or event.get("time", 0) <= moment)
+            ):
+                parents[name] = str(parent.get("name"))
     return parents
 
 
 def _children_of(c: Conductor, name: str) -> list[str]:
-    return sorted(child for child, parent in _parents(c).items() if parent == name)
+    return sorted(child for child, parent in parents_at(c).items() if parent == name)
 
 
 def _pick_relay(c: Conductor, exclude: set[str]) -> DemoPeer | None:
     counts: dict[str, int] = {}
-    for parent in _parents(c).values():
+    for parent in parents_at(c).values():
         if parent in c.peers and parent != "Host" and parent not in exclude:
             counts[parent] = counts.get(parent, 0) + 1
     if not counts:
@@ -396,7 +401,9 @@ def _summarize(c: Conductor) -> None:
         report = _load(peer.report)
         if report is not None and name != c.killed:
             reports[name] = report
-    orphans = set(_children_of_at_kill(c))
+    orphans = {
+        child for child, parent in parents_at(c, c.kill_time).items() if parent == c.killed
+    } if c.killed else set()
     rows = summarize_reports(reports, c.kill_time, orphans)
     c.out.write(
         "\nDelivery per listener (latency from the speaker's send to this peer's receipt;\n"
@@ -407,21 +414,6 @@ def _summarize(c: Conductor) -> None:
         c.out.write(f"{c.killed:<12} killed mid-talk (no report)\n")
     c.out.write(f"\nWhat each listener heard is in {c.output}/Listener-N.wav; play one with\n")
     c.out.write(f"    aplay {c.output}/Listener-1.wav   (or any audio player)\n")
-
-
-def _children_of_at_kill(c: Conductor) -> list[str]:
-    if c.kill_time is None or c.killed is None:
-        return []
-    orphans = []
-    for name, peer in c.peers.items():
-        parent = None
-        for event in peer.events:
-            if event.get("event") == "parent_changed" and event.get("time", 0) <= c.kill_time:
-                value = event.get("parent")
-                parent = value.get("name") if isinstance(value, dict) else None
-        if parent == c.killed:
-            orphans.append(name)
-    return orphans
 
 
 def run(out: TextIO, output: Path = Path("demo-out")) -> int:

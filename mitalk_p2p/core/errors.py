@@ -20,3 +20,10 @@ class RemoteProtocolError(MitalkError):
 
 class WireError(RemoteProtocolError):
     """Bytes that do not decode: truncated, oversized, trailing garbage, bad UTF-8."""
+
+
+def leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``, with (nested) exception groups flattened."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaf_exceptions(inner)]
+    return [exc]

@@ -31,7 +31,7 @@ import trio
 from ..audio.io import FrameInput
 from ..audio.playout import Playback, run_playback
 from ..codec import CodecConfig, OpusEncoder, is_dtx
-from ..core.errors import MitalkError, RemoteProtocolError
+from ..core.errors import MitalkError, RemoteProtocolError, leaf_exceptions
 from ..core.events import JoinedRoom, JoinRefusedEvent, LeftRoom
 from ..core.identity import Identity, PublicKey
 from ..core.ids import ROOM_ID_SIZE, RoomId
@@ -445,14 +445,8 @@ async def open_peer(config: PeerConfig) -> AsyncIterator[RunningPeer]:
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one exception a nursery wrapped, or the group itself when there are several."""
-    leaves = list(_leaves(group))
+    leaves = list(leaf_exceptions(group))
     return leaves[0] if len(leaves) == 1 else group
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 @asynccontextmanager

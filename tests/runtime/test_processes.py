@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import trio
 
-from mitalk_p2p.live_demo import DATA, Conductor, summarize_reports
+from mitalk_p2p.live_demo import DATA, Conductor, parents_at, summarize_reports
 
 LISTENERS = 6
 MIN_CORRELATION = 0.9
@@ -101,7 +101,7 @@ async def _scenario(c: Conductor, nursery: trio.Nursery, source: Path) -> None:
     await trio.sleep(4.0)  # the host talks
 
     # Kick a leaf listener: it leaves, and the others keep hearing the host.
-    parents = _parents(c)
+    parents = parents_at(c)
     relays = {parent for parent in parents.values() if parent != "Host"}
     victim = next(p for p in listeners if p.name not in relays)
     await host.say(f"/kick {victim.name}")
@@ -111,7 +111,7 @@ async def _scenario(c: Conductor, nursery: trio.Nursery, source: Path) -> None:
     c.kicked = victim.name
 
     # Kill a relay's process: its children must hear audio again within a second.
-    parents = _parents(c)
+    parents = parents_at(c)
     relay = next(
         p
         for p in listeners
@@ -120,15 +120,6 @@ async def _scenario(c: Conductor, nursery: trio.Nursery, source: Path) -> None:
     c.kill_time, c.killed = time.monotonic(), relay.name
     relay.process.send_signal(signal.SIGKILL)
     await trio.sleep(3.0)
-
-
-def _parents(c: Conductor) -> dict[str, str]:
-    parents = {}
-    for name, peer in c.peers.items():
-        for event in peer.events:
-            if event.get("event") == "parent_changed" and isinstance(event.get("parent"), dict):
-                parents[name] = event["parent"]["name"]
-    return parents
 
 
 async def _stop(c: Conductor) -> None:
@@ -146,7 +137,7 @@ async def _judge(c: Conductor, source: Path) -> None:
         if name != c.killed:
             assert peer.report is not None and peer.report.exists(), f"{name} wrote no report"
             reports[name] = json.loads(peer.report.read_text())
-    orphans = {child for child, parent in _parents_at(c, c.kill_time).items()
+    orphans = {child for child, parent in parents_at(c, c.kill_time).items()
                if parent == c.killed and child != c.kicked}  # fmt: skip
     assert orphans, "the killed relay had no children"
 
@@ -169,18 +160,3 @@ async def _judge(c: Conductor, source: Path) -> None:
     for name, row in rows.items():
         if name not in ("Host", c.kicked) and name not in orphans:
             assert row.loss is not None and row.loss < 0.01, f"{name} lost {row.loss}"
-
-
-def _parents_at(c: Conductor, moment: float | None) -> dict[str, str]:
-    parents = {}
-    for name, peer in c.peers.items():
-        for event in peer.events:
-            parent = event.get("parent")
-            if (
-                event.get("event") == "parent_changed"
-                and isinstance(parent, dict)
-                and (moment is None or event.get("time", 0) <= moment)
-            ):
-                parents[name] = parent["name"]
-    return parents
-
