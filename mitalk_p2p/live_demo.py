@@ -366,14 +366,17 @@ def summarize_reports(
         if kill_time is not None and name in orphans:
             after = [at for at in arrivals if at > kill_time]
             repair = 1000 * (min(after) - kill_time) if after else None
-        played = report["played"] + report["fec"] + report["concealed"]
+        # The jitter buffers' webrtc-stats figure: PLC output and silence that fell
+        # inside speech, over all samples played, recovered or concealed.
+        concealed = report.get("concealed_samples", 0)
+        played = report.get("samples_received", 0)
         rows.append(
             Row(
                 name,
                 _percentile(latencies, 0.5) if latencies else None,
                 _percentile(latencies, 0.95) if latencies else None,
                 max(0.0, 1 - received / expected) if expected else None,
-                report["concealed"] / played if played else None,
+                concealed / played if played else None,
                 repair,
             )
         )

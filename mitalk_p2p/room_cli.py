@@ -647,6 +647,7 @@ def _write_report(path: Path, peer: RunningPeer, playback: Playback) -> None:
     log = peer.frame_log
     stats = peer.statistics()
     overall = playback.statistics().overall
+    buffers = stats.peer.media.speakers.values()
     record = {
         "name": peer.identity.display_name,
         "key": peer.me.raw.hex(),
@@ -656,6 +657,8 @@ def _write_report(path: Path, peer: RunningPeer, playback: Playback) -> None:
         "fec": overall.frames_fec,
         "concealed": overall.frames_concealed,
         "concealed_fraction": overall.concealed_fraction,
+        "concealed_samples": sum(j.concealedSamples for j in buffers),
+        "samples_received": sum(j.totalSamplesReceived for j in buffers),
         "parent_switches": stats.peer.media.parent_switches,
         "dropped": stats.peer.media.dropped,
     }

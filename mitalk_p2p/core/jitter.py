@@ -32,7 +32,9 @@ counted); before it, the silent slots were a hole.  A hole counts as silent
 concealment and the schedule moves back by its length, so the missing frame is
 still recovered (FEC or PLC) or played and nothing is lost; the buffer is one
 hole deeper for it.  After ``max_target`` of silence the talk spurt ends and
-the buffer goes idle.
+the buffer goes idle; if the next spurt begins past missing frames (an outage,
+not a pause, since DTX does not advance ``seq``), that silence counts as silent
+concealment too, and the frames lost in the outage count only as lost.
 
 **Adaptation.**  The target grows as soon as the percentile does, and falls no
 faster than ``shrink_rate`` seconds per second.  The delay follows it without
@@ -260,6 +262,8 @@ class JitterBuffer:
     _slot_time: float = attrs.field(init=False, default=0.0)
     _anchor: float | None = attrs.field(init=False, default=None)
     _stall: int = attrs.field(init=False, default=0)
+    _idle_stall: int = attrs.field(init=False, default=0)
+    """Silent slots played before the last talk spurt ended: a pause, or a long hole."""
     """Silent slots since the buffer ran dry mid-spurt (0: not stalled)."""
     _concealing: bool = attrs.field(init=False, default=False)
 
@@ -433,6 +437,7 @@ class JitterBuffer:
             plan = self._spurt_plan()
             if plan is None or now < plan[2] - _EPSILON:
                 return self._silence()
+            self._count_long_hole()
             self._next_seq, self._cursor, slot_time = plan
             # Late to start (a late frame, or a caller popping off-beat): start now.
             self._slot_time = max(slot_time, now)
@@ -478,7 +483,7 @@ class JitterBuffer:
             # ends the talk spurt and the next one is scheduled afresh.
             if self._stall >= self.config.resume_gap:
                 self._playing = False
-                self._stall = 0
+                self._idle_stall, self._stall = self._stall, 0
             else:
                 self._stall += 1
                 self._cursor += step
@@ -533,6 +538,16 @@ class JitterBuffer:
                 self._late += 1
                 self._discarded += 1
         self._next_seq = seq + hole - grow
+
+    def _count_long_hole(self) -> None:
+        """A talk spurt resumes after the buffer went idle: if frames are missing
+        before it, the silence that ended the last spurt fell inside speech."""
+        idle_stall, self._idle_stall = self._idle_stall, 0
+        if self._next_seq is None or not self._frames or idle_stall == 0:
+            return
+        if min(self._frames) > self._next_seq:
+            self._silent_frames += idle_stall
+            self._concealment_events += 1
 
     def _emit(self, now: float, arrival: float) -> None:
         samples = self.config.samples_per_frame

@@ -44,6 +44,7 @@ from ..core.replica import Broadcast, RoomConfig, SendTo
 from ..core.roles import Role
 from ..core.room_state import RoomState
 from ..core.sender_keys import KeySource, refuse_simulated_keys, system_key_source
+from .capture_clock import CaptureClock
 from .control_plane import ControlPlane, ControlStatistics
 from .link_records import Channel
 from .udp import UdpEndpoint, UdpStatistics, open_udp_endpoint
@@ -338,12 +339,14 @@ class RunningPeer:
 
     async def _capture(self, source: FrameInput) -> None:
         encoder = OpusEncoder(self.config.codec)
+        clock = CaptureClock(self.config.codec.frame_ms / 1000)
         media = self.core.media
         record = self.config.record_frames
         while True:
             pcm = await source.read_frame()
             if pcm is None:
                 return
+            captured_at = clock.stamp(trio.current_time())
             self._frames_captured += 1
             if not media.can_send:
                 continue
@@ -354,7 +357,7 @@ class RunningPeer:
                 continue
             now = trio.current_time()
             seq = media.next_seq
-            sent = self.core.send_frame(packet, now, now)
+            sent = self.core.send_frame(packet, captured_at, now)
             if sent and record and len(self.frame_log.sent) < MAX_FRAME_LOG:
                 self.frame_log.sent[seq] = time.monotonic()
             self._after_input()

@@ -522,7 +522,25 @@ def test_outage_longer_than_the_resume_gap_restarts_the_stream() -> None:
     assert consumed(slots) == [*range(10), *range(100, 110)]
     stats = buffer.statistics()
     assert stats.packetsLost == 90
+    # The silence played until the spurt ended was a hole in speech (frames are
+    # missing after it); the rest of the outage is loss, not concealment.
+    silent = buffer.config.resume_gap * buffer.config.samples_per_frame
+    assert stats.silentConcealedSamples == silent
+    assert stats.concealedSamples == silent
+    assert stats.concealmentEvents == 1
+
+
+def test_pause_longer_than_the_resume_gap_is_not_concealment() -> None:
+    # DTX: the capture clock jumps 2 s but seq runs on, so nothing is missing.
+    arrivals = [Arrival(n * FRAME + 0.050, n, n * FRAME) for n in range(10)]
+    arrivals += [Arrival(2.0 + n * FRAME + 0.050, n, 2.0 + n * FRAME) for n in range(10, 20)]
+    buffer = JitterBuffer()
+    slots = drive(buffer, arrivals)
+    assert consumed(slots) == list(range(20))
+    stats = buffer.statistics()
+    assert stats.packetsLost == 0
     assert stats.concealedSamples == 0
+    assert stats.concealmentEvents == 0
 
 
 times = st.one_of(
