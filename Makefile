@@ -2,6 +2,7 @@
 #
 #   make test   install what is missing, then lint, type-check and run the tests
 #   make demo   install what is missing, then run a live room of 10 processes on 127.0.0.1
+#   make bench  install what is missing, then run the benchmark set (BENCHMARKS.md); slow
 #
 # "What is missing" is, in order: the system libraries (libopus0,
 # libportaudio2, and python3-venv when the venv module is unavailable), the
@@ -25,11 +26,13 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-builtin-rules --no-print-directory
 
-.PHONY: help test demo install sysdeps lint typecheck pytest check venv-present clean distclean
+.PHONY: help test demo bench install sysdeps lint typecheck pytest check venv-present clean distclean
 
 help:
 	@echo "make test       install what is missing, then lint, typecheck and pytest (this is CI)"
 	echo "make demo       install what is missing, then run '$(BIN)/mitalk demo'"
+	echo "make bench      install what is missing, then run the benchmarks of BENCHMARKS.md"
+	echo "                ($(BENCH_RUNS) runs each, results in $(BENCH_OUT)/; takes a quarter of an hour)"
 	echo "make install    only the installation steps (system packages, $(VENV), package)"
 	echo "make check      lint, typecheck and pytest, without installing anything"
 	echo "make lint       ruff check"
@@ -43,6 +46,25 @@ test: install
 
 demo: install
 	$(BIN)/mitalk demo
+
+# The benchmark set of BENCHMARKS.md, each run BENCH_RUNS times; every run's JSON is
+# kept in BENCH_OUT and the medians are printed at the end.  Not part of 'make test':
+# the figures depend on the machine, and a busy one must not fail CI.
+BENCH_RUNS ?= 3
+BENCH_OUT ?= bench-out
+BENCH_FANOUT := $(BIN)/mitalk bench fanout --fanout 8 --seconds 10 --json
+
+bench: install
+	@mkdir -p $(BENCH_OUT)
+	for run in $$(seq 1 $(BENCH_RUNS)); do
+	    echo "== run $$run of $(BENCH_RUNS)"
+	    $(BENCH_FANOUT) --listeners 300 > $(BENCH_OUT)/fanout-300-$$run.json
+	    $(BENCH_FANOUT) --listeners 300 --shared-crypto > $(BENCH_OUT)/fanout-300-shared-$$run.json
+	    $(BENCH_FANOUT) --listeners 1000 --shared-crypto > $(BENCH_OUT)/fanout-1000-shared-$$run.json
+	    $(BENCH_FANOUT) --listeners 300 --frame-ms 40 > $(BENCH_OUT)/fanout-300-40ms-$$run.json
+	    $(BIN)/mitalk bench sim --json > $(BENCH_OUT)/sim-large_room-$$run.json
+	done
+	$(BIN)/python -m mitalk_p2p.bench.summary $(BENCH_OUT)/*.json
 
 install: sysdeps $(INSTALL_STAMP)
 
@@ -62,6 +84,11 @@ sysdeps:
 	# the linker cache, so these two are found through dpkg.
 	have_lib 'libasound_module_pcm_pulse\.so' libasound2-plugins || missing+=(libasound2-plugins)
 	have_lib 'libpulsecore-[0-9.]*\.so' pulseaudio || missing+=(pulseaudio)
+	# The LAN tests (tests/lan) list the room with the stock mDNS browser: a private
+	# avahi-daemon inside a test namespace, asked with avahi-browse.  These are programs,
+	# never in the linker cache, so dpkg decides.
+	have_lib '/usr/sbin/avahi-daemon' avahi-daemon || missing+=(avahi-daemon)
+	have_lib '/usr/bin/avahi-browse' avahi-utils || missing+=(avahi-utils)
 	if [ ! -e $(VENV_STAMP) ]; then
 	    if ! command -v $(PYTHON) >/dev/null 2>&1; then
 	        missing+=(python3 python3-venv)

@@ -1,13 +1,36 @@
 """The bootstrap node's registry of announced rooms: sans-I/O, with ``now`` passed in.
 
 One entry per room id.  The registry checks a signature before it keeps
-anything, and orders two announcements of a room by term, then by expiry.  It
-cannot check that a signer really is the room's host or a moderator (that needs
-the room's signed state), so a client must still check the host key it reaches;
-the registry only keeps an old announcement from overwriting a newer one.
+anything, and orders two announcements of a room by term, then by expiry.
+
+Who may replace a stored announcement
+=====================================
+
+The entry for a room is held by its stored announcement's host ``H`` and signer
+``S`` (``S`` is ``H`` itself or a moderator announcing for it).
+
+* At the same term, the new announcement must name the same host ``H``
+  (``term-conflict`` otherwise) and be signed by ``H`` or ``S``
+  (``not-authorized`` otherwise): anybody else claiming to moderate for ``H``
+  cannot redirect the room.
+* At a strictly higher term, the same signers may renew for ``H``; any other
+  key must be the new announcement's own host, signing for itself
+  (``not-host-signed`` otherwise).  A host succession is announced by the new host.
+* A lower term is refused (``stale-term``).
+
+What remains: the node cannot check a succession, since that needs the room's
+signed state, so any key can still claim a room id it has not seen before, or
+take one over by signing a higher term as its own host.  Such an entry only
+misdirects: joining stays safe, because a joiner's handshake checks the host key
+it reaches against its invite and the room's signed state, and a client keeps a
+lookup's addresses as hints only.  It lasts until its expiry (at most
+:attr:`RegistryConfig.max_lifetime`) unless renewed.
 
 Every refusal raises :class:`RegistryError` with a stable :class:`Refusal` code and
 is counted in :meth:`Registry.statistics`.  Times are unix seconds.
+
+With ``record_changes`` set, every accepted change is also queued as a
+:data:`Change` for :meth:`Registry.take_changes`, so that a driver can persist it.
 """
 
 from __future__ import annotations
@@ -42,6 +65,8 @@ class Refusal(enum.StrEnum):
     STALE_WITHDRAWAL = "stale-withdrawal"
     """Signed before the stored announcement was issued: a replay."""
     NOT_AUTHORIZED = "not-authorized"
+    NOT_HOST_SIGNED = "not-host-signed"
+    """A new host took over a room without signing its announcement itself."""
     REGISTRY_FULL = "registry-full"
     TOO_MANY_ADDRESSES = "too-many-addresses"
 
@@ -64,6 +89,23 @@ class Outcome(enum.Enum):
     REPLACED = "replaced"
     KEPT = "kept"
     """Same term, no later expiry: the stored announcement stays (a harmless repeat)."""
+
+
+@attrs.frozen
+class Stored:
+    """A change: ``announcement`` is now the room's entry."""
+
+    announcement: Announcement
+
+
+@attrs.frozen
+class Withdrawn:
+    """A change: the room's entry was removed by ``withdrawal``, which is remembered."""
+
+    withdrawal: Withdrawal
+
+
+Change = Stored | Withdrawn
 
 
 @attrs.frozen
@@ -109,6 +151,9 @@ class _Entry:
 @attrs.define
 class Registry:
     config: RegistryConfig = attrs.Factory(RegistryConfig)
+    record_changes: bool = False
+    """Queue every accepted change for :meth:`take_changes`."""
+    _changes: list[Change] = attrs.Factory(list)
     _rooms: dict[RoomId, _Entry] = attrs.Factory(dict)
     _tombstones: dict[RoomId, _Tombstone] = attrs.Factory(dict)
     _refused: Counter[str] = attrs.Factory(Counter)
@@ -150,20 +195,16 @@ class Registry:
             outcome = Outcome.ADDED
         else:
             stored = entry.announcement
-            if ann.term < stored.term:
-                self._refuse(Refusal.STALE_TERM,
-                             f"term {ann.term} is older than the stored term {stored.term}")
-            if ann.term == stored.term:
-                if ann.host != stored.host:
-                    self._refuse(Refusal.TERM_CONFLICT,
-                                 f"term {ann.term} already belongs to another host")
-                if ann.expires_at <= stored.expires_at:
-                    self._kept += 1
-                    return Outcome.KEPT
+            self._check_succession(stored, ann)
+            if ann.term == stored.term and ann.expires_at <= stored.expires_at:
+                self._kept += 1
+                return Outcome.KEPT
             outcome = Outcome.REPLACED
         self._rooms[ann.room_id] = _Entry(ann, ann.name.casefold())
         self._tombstones.pop(ann.room_id, None)
         self._accepted += 1
+        if self.record_changes:
+            self._changes.append(Stored(ann))
         return outcome
 
     def withdraw(self, withdrawal: Withdrawal, now: float) -> bool:
@@ -193,7 +234,27 @@ class Registry:
         del self._rooms[w.room_id]
         self._remember_withdrawal(w)
         self._withdrawals += 1
+        if self.record_changes:
+            self._changes.append(Withdrawn(w))
         return True
+
+    def restore_withdrawal(self, withdrawal: Withdrawal, now: float) -> bool:
+        """Remember a withdrawal accepted before a restart, so its replays stay refused.
+
+        Only the signature is checked (who may withdraw was checked when it was
+        accepted).  Returns False when it is too old to matter any more.
+        """
+        if not withdrawal.verify():
+            self._refuse(Refusal.BAD_SIGNATURE, "the withdrawal's signature does not match")
+        if withdrawal.withdrawn_at < self.tombstone_horizon(now):
+            return False
+        self._remember_withdrawal(withdrawal)
+        return True
+
+    def take_changes(self) -> list[Change]:
+        """The changes queued since the last call (see ``record_changes``), oldest first."""
+        changes, self._changes = self._changes, []
+        return changes
 
     def expire(self, now: float) -> int:
         """Drop announcements that have expired and withdrawals too old to matter."""
@@ -202,7 +263,7 @@ class Registry:
         for room in gone:
             del self._rooms[room]
         self._expired += len(gone)
-        horizon = now - self.config.max_lifetime - self.config.clock_skew
+        horizon = self.tombstone_horizon(now)
         for room in [r for r, t in self._tombstones.items() if t.withdrawn_at < horizon]:
             del self._tombstones[room]
         return len(gone)
@@ -244,7 +305,28 @@ class Registry:
             refused=dict(self._refused),
         )
 
+    def tombstone_horizon(self, now: float) -> float:
+        """Withdrawals made before this may be forgotten: nothing they ended is still valid."""
+        return now - self.config.max_lifetime - self.config.clock_skew
+
     # --- internals -----------------------------------------------------------------
+
+    def _check_succession(self, stored: Announcement, ann: Announcement) -> None:
+        """Refuse ``ann`` unless it may replace ``stored`` (see the module docstring)."""
+        if ann.term < stored.term:
+            self._refuse(Refusal.STALE_TERM,
+                         f"term {ann.term} is older than the stored term {stored.term}")
+        holders = (stored.host, stored.signer)
+        if ann.term == stored.term:
+            if ann.host != stored.host:
+                self._refuse(Refusal.TERM_CONFLICT,
+                             f"term {ann.term} already belongs to another host")
+            if ann.signer not in holders:
+                self._refuse(Refusal.NOT_AUTHORIZED,
+                             "only the room's host or the announcement's signer may renew it")
+        elif not (ann.host == stored.host and ann.signer in holders) and ann.signer != ann.host:
+            self._refuse(Refusal.NOT_HOST_SIGNED,
+                         "a room taken over at a higher term must be announced by its new host")
 
     def _refuse(self, code: Refusal, message: str) -> NoReturn:
         self._refused[code.value] += 1

@@ -2,104 +2,51 @@
 
 Everything a client sends is untrusted.  Each connection gets a token bucket
 (too many requests are answered ``rate-limited`` without being decoded), an idle
-timeout, and a share of a per-source-IP connection cap.  A bad request is
+timeout (closed with reason ``idle-timeout``), a share of a per-source-IP
+connection cap (refused with HTTP 503 and ``too-many-connections``), and replies
+no larger than its requests until it has proven its address.  A bad request is
 answered with an error and counted; it never ends more than its own connection,
 and never the server.
 
-:func:`answer` is the whole request logic without I/O, so it can be tested (and
-later reused by another transport) with ``now`` passed in.
+What to reply is decided without I/O in :mod:`bootstrap.session`; with a
+:class:`~bootstrap.store.AnnouncementStore`, every change the registry accepts
+is written to disk before the reply goes out.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import logging
-import sys
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, NoReturn, assert_never
+from pathlib import Path
+from typing import Final
 
 import attrs
 import trio
+import trio.abc
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from mitalk_p2p.core.errors import WireError
-from mitalk_p2p.runtime.addresses import AddressError, format_address, parse_address
+from mitalk_p2p.runtime.addresses import format_address, parse_address
 
-from .protocol import (
-    MAX_REQUEST_SIZE,
-    Announce,
-    Error,
-    ErrorCode,
-    LookupId,
-    LookupName,
-    Ok,
-    ProtocolError,
-    Response,
-    Rooms,
-    Withdraw,
-    decode_request,
-    encode_response,
-)
-from .registry import Registry, RegistryConfig, RegistryError
+from .address_proof import CookieMinter
+from .config import BootstrapConfig
+from .protocol import MAX_REQUEST_SIZE, ErrorCode
+from .registry import Registry
+from .session import Session, TokenBucket
+from .store import AnnouncementStore
 
 logger = logging.getLogger(__name__)
 
-PROG: Final = "mitalk-bootstrap"
-EXIT_ERROR: Final = 2
-EXIT_INTERRUPTED: Final = 130
 MAX_WEBSOCKET_MESSAGE: Final = 2 * MAX_REQUEST_SIZE
 """Messages up to this size are read and answered ``too-large``; larger ones end the
 connection (websocket close code 1009) without being buffered further."""
-_CLOSE_MESSAGE_TOO_BIG: Final = 1009
-
-
-@attrs.frozen
-class BootstrapConfig:
-    max_connections: int = 4096
-    """Open connections in total; more are refused with HTTP 503."""
-    max_connections_per_ip: int = 32
-    """Open connections from one source IP; more are refused with HTTP 503."""
-    idle_timeout: float = 60.0
-    """Seconds a connection may stay silent before the node closes it."""
-    handshake_timeout: float = 5.0
-    """Seconds a client has to complete the websocket opening handshake."""
-    send_timeout: float = 10.0
-    """Seconds a reply may take to send before the node gives up on the client."""
-    close_timeout: float = 1.0
-    """Seconds to wait for the client's side of a closing handshake."""
-    request_rate: float = 5.0
-    """Requests per second one connection may sustain."""
-    request_burst: int = 20
-    """Requests one connection may send at once after being quiet."""
-    expire_interval: float = 30.0
-    """Seconds between sweeps that drop expired announcements."""
-
-
-@attrs.define
-class TokenBucket:
-    """A request budget that refills at ``rate`` per second up to ``burst``."""
-
-    rate: float
-    burst: float
-    tokens: float
-    updated: float
-
-    @classmethod
-    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
-        return cls(rate, burst, burst, now)
-
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one."""
-        elapsed = max(0.0, now - self.updated)
-        self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
-        self.updated = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
+CLOSE_MESSAGE_TOO_BIG: Final = 1009
+CLOSE_NORMAL: Final = 1000
+HTTP_SERVICE_UNAVAILABLE: Final = 503
 
 
 @attrs.frozen
@@ -112,31 +59,37 @@ class ServerStatistics:
     requests: int
     errors: Mapping[str, int]
     """Error replies by code, registry refusals included."""
+    proofs: Mapping[str, int]
+    """Address-proof events: ``required`` (a reply replaced by a cookie), ``proven``,
+    ``bad-cookie`` and ``withheld`` (a request too small for any reply)."""
+    store_errors: int
+    """Failed writes to the state file (the node keeps serving from memory)."""
 
 
-def answer(registry: Registry, message: bytes | str, now: float) -> Response:
-    """The reply to one request message.  Never raises for bad input."""
-    if isinstance(message, str):
-        return Error(ErrorCode.MALFORMED, "requests are binary websocket messages")
-    try:
-        request = decode_request(message)
-    except ProtocolError as exc:
-        return Error(exc.code, str(exc))
-    except WireError as exc:
-        return Error(ErrorCode.MALFORMED, str(exc))
-    try:
-        if isinstance(request, Announce):
-            return Ok(registry.announce(request.announcement, now).value)
-        if isinstance(request, Withdraw):
-            return Ok("withdrawn" if registry.withdraw(request.withdrawal, now) else "absent")
-        if isinstance(request, LookupId):
-            found = registry.lookup_id(request.room_id, now)
-            return Rooms(() if found is None else (found,))
-        if isinstance(request, LookupName):
-            return Rooms(tuple(registry.lookup_name(request.text, now)))
-        assert_never(request)
-    except RegistryError as exc:
-        return Error(exc.code.value, str(exc))
+@attrs.define(eq=False)
+class _TrackingListener(trio.abc.Listener[trio.SocketStream]):
+    """A TCP listener that remembers each open stream by its peer's address.
+
+    trio-websocket leaves a connection's TCP stream open after it refuses an
+    oversized message (close code 1009) until the client completes the closing
+    handshake, which a hostile client never does; the node then closes the stream
+    itself (see :meth:`BootstrapServer._handle`).
+    """
+
+    inner: trio.SocketListener
+    streams: weakref.WeakValueDictionary[tuple[str, int], trio.SocketStream] = attrs.Factory(
+        weakref.WeakValueDictionary
+    )
+
+    async def accept(self) -> trio.SocketStream:
+        stream = await self.inner.accept()
+        with contextlib.suppress(OSError):  # already reset: trio-websocket will notice
+            host, port = stream.socket.getpeername()[:2]
+            self.streams[(str(host), int(port))] = stream
+        return stream
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 @attrs.define(eq=False)
@@ -146,7 +99,10 @@ class BootstrapServer:
     registry: Registry = attrs.Factory(Registry)
     config: BootstrapConfig = attrs.Factory(BootstrapConfig)
     clock: Callable[[], float] = time.time
-    """Wall-clock unix seconds, for expiry (the limits use trio's clock)."""
+    """Wall-clock unix seconds, for expiry (the limits and cookies use trio's clock)."""
+    store: AnnouncementStore | None = None
+    """Where accepted changes are written, if the node keeps state across restarts."""
+    cookies: CookieMinter = attrs.Factory(CookieMinter)
     _per_ip: Counter[str] = attrs.Factory(Counter)
     _open: int = 0
     _accepted: int = 0
@@ -154,6 +110,12 @@ class BootstrapServer:
     _idle_closed: int = 0
     _requests: int = 0
     _errors: Counter[str] = attrs.Factory(Counter)
+    _proofs: Counter[str] = attrs.Factory(Counter)
+    _listeners: list[_TrackingListener] = attrs.Factory(list)
+
+    def __attrs_post_init__(self) -> None:
+        if self.store is not None:
+            self.registry.record_changes = True
 
     async def serve(
         self, address: str, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
@@ -164,11 +126,12 @@ class BootstrapServer:
         any task starts, so a busy port raises a plain :class:`OSError`.
         """
         host, port = parse_address(address, any_port=True)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        self._listeners = [_TrackingListener(listener)
+                           for listener in await trio.open_tcp_listeners(port, host=host)]
         async with trio.open_nursery() as nursery:
             server = trio_websocket.WebSocketServer(
                 self._handle,
-                listeners,
+                list(self._listeners),  # type: ignore[arg-type]  # any trio Listener serves
                 handler_nursery=nursery,
                 max_message_size=MAX_WEBSOCKET_MESSAGE,
                 connect_timeout=self.config.handshake_timeout,
@@ -176,7 +139,7 @@ class BootstrapServer:
             )
             await nursery.start(lambda task_status: server.run(task_status=task_status))
             nursery.start_soon(self._expire_periodically)
-            actual = format_address(host, server.port)
+            actual = format_address(host, self._listeners[0].inner.socket.getsockname()[1])
             logger.info("bootstrap node listening on %s", actual)
             task_status.started(actual)
 
@@ -188,6 +151,8 @@ class BootstrapServer:
             idle_closed=self._idle_closed,
             requests=self._requests,
             errors=dict(self._errors),
+            proofs=dict(self._proofs),
+            store_errors=self.store.errors if self.store is not None else 0,
         )
 
     # --- internals -----------------------------------------------------------------
@@ -195,9 +160,12 @@ class BootstrapServer:
     async def _expire_periodically(self) -> None:
         while True:
             await trio.sleep(self.config.expire_interval)
-            removed = self.registry.expire(self.clock())
+            now = self.clock()
+            removed = self.registry.expire(now)
             if removed:
                 logger.debug("expired %d announcements", removed)
+            if self.store is not None:
+                self.store.sweep(now, self.registry.tombstone_horizon(now))
 
     async def _handle(self, request: WebSocketRequest) -> None:
         source = _source_ip(request)
@@ -207,31 +175,55 @@ class BootstrapServer:
                 self._per_ip[source] >= config.max_connections_per_ip
             ):
                 self._refused += 1
+                self._errors[ErrorCode.TOO_MANY_CONNECTIONS] += 1
                 logger.debug("refused a connection from %s: too many open", source)
-                await request.reject(503)
+                await request.reject(HTTP_SERVICE_UNAVAILABLE,
+                                     body=ErrorCode.TOO_MANY_CONNECTIONS.encode())
                 return
             self._open += 1
             self._per_ip[source] += 1
             try:
                 websocket = await request.accept()
                 self._accepted += 1
-                await self._converse(websocket)
+                await self._converse(websocket, source)
+            except ConnectionClosed as exc:
+                if exc.reason is not None and exc.reason.code == CLOSE_MESSAGE_TOO_BIG:
+                    self._errors[ErrorCode.TOO_LARGE] += 1
+                    await self._close_stream_later(request)  # still counted meanwhile
             finally:
                 self._open -= 1
                 self._per_ip[source] -= 1
                 if not self._per_ip[source]:
                     del self._per_ip[source]
-        except ConnectionClosed as exc:
-            if exc.reason is not None and exc.reason.code == _CLOSE_MESSAGE_TOO_BIG:
-                self._errors[ErrorCode.TOO_LARGE.value] += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+        except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError,
+                trio.TooSlowError, OSError):
             pass
         except Exception:  # a bug: log it, and keep serving everyone else
             logger.exception("connection from %s failed", source)
 
-    async def _converse(self, websocket: WebSocketConnection) -> None:
+    async def _close_stream_later(self, request: WebSocketRequest) -> None:
+        """Close the TCP stream if the client has not completed the closing handshake
+        within ``close_timeout`` (see :class:`_TrackingListener`)."""
+        remote = request.remote
+        if not isinstance(remote, trio_websocket.Endpoint):
+            return
+        key = (str(remote.address), remote.port)
+        stream = next((listener.streams[key] for listener in self._listeners
+                       if key in listener.streams), None)
+        if stream is not None:
+            await trio.sleep(self.config.close_timeout)
+            await stream.aclose()
+
+    async def _converse(self, websocket: WebSocketConnection, source: str) -> None:
         config = self.config
-        bucket = TokenBucket.full(config.request_rate, config.request_burst, trio.current_time())
+        session = Session(
+            source,
+            self.registry,
+            self.cookies,
+            TokenBucket.full(config.request_rate, config.request_burst, trio.current_time()),
+            self._errors,
+            self._proofs,
+        )
         while True:
             message: bytes | str | None = None
             with trio.move_on_after(config.idle_timeout):
@@ -240,24 +232,15 @@ class BootstrapServer:
                 self._idle_closed += 1
                 logger.debug("closing a connection idle for %g s", config.idle_timeout)
                 with trio.move_on_after(config.close_timeout):
-                    await websocket.aclose(1000, "idle")
+                    await websocket.aclose(CLOSE_NORMAL, ErrorCode.IDLE_TIMEOUT)
                 return
             self._requests += 1
-            if bucket.take(trio.current_time()):
-                response = self._answer(message)
-            else:
-                response = Error(ErrorCode.RATE_LIMITED, "too many requests; slow down")
-            if isinstance(response, Error):
-                self._errors[response.code] += 1
-            with trio.fail_after(config.send_timeout):
-                await websocket.send_message(encode_response(response))
-
-    def _answer(self, message: bytes | str) -> Response:
-        try:
-            return answer(self.registry, message, self.clock())
-        except Exception:  # a bug, not bad input: answer() handles all of that
-            logger.exception("failed to answer a request")
-            return Error(ErrorCode.INTERNAL, "the node failed to answer this request")
+            reply = session.respond(message, trio.current_time(), self.clock())
+            if self.store is not None:
+                self.store.apply(self.registry.take_changes())
+            if reply is not None:
+                with trio.fail_after(config.send_timeout):
+                    await websocket.send_message(reply)
 
 
 def _source_ip(request: WebSocketRequest) -> str:
@@ -271,101 +254,30 @@ async def serve_bootstrap(
     registry: Registry | None = None,
     config: BootstrapConfig | None = None,
     clock: Callable[[], float] = time.time,
+    state: Path | str | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a bootstrap node on ``address`` until cancelled; reports ``"HOST:PORT"``."""
-    server = BootstrapServer(
-        registry if registry is not None else Registry(),
-        config if config is not None else BootstrapConfig(),
-        clock,
-    )
-    await server.serve(address, task_status=task_status)
+    """Run a bootstrap node on ``address`` until cancelled; reports ``"HOST:PORT"``.
 
-
-# --- command line ----------------------------------------------------------------------
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_ERROR, f"{PROG}: error: {message} (see --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=PROG,
-        description="Run a bootstrap node: a rendezvous where peers find rooms by name or id. "
-        "It stores signed announcements only; it cannot let anyone into a room.",
-    )
-    parser.add_argument("--listen", required=True, metavar="HOST:PORT",
-                        help="address to listen on, e.g. 0.0.0.0:4400 or [::]:4400")
-    defaults = RegistryConfig()
-    limits = BootstrapConfig()
-    parser.add_argument("--max-rooms", type=int, default=defaults.max_rooms, metavar="N",
-                        help=f"rooms to hold at most (default {defaults.max_rooms})")
-    parser.add_argument("--max-connections-per-ip", type=int, metavar="N",
-                        default=limits.max_connections_per_ip,
-                        help=f"connections per source IP (default "
-                        f"{limits.max_connections_per_ip})")
-    parser.add_argument("--idle-timeout", type=float, default=limits.idle_timeout,
-                        metavar="SECONDS",
-                        help="close silent connections after this many seconds "
-                        f"(default {limits.idle_timeout:g})")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log refused and idle connections")
-    return parser
+    With ``state``, the node loads that file first and writes every change to it
+    (:class:`~bootstrap.store.StoreError` if it cannot be used).
+    """
+    registry = registry if registry is not None else Registry()
+    store = None
+    if state is not None:
+        store = AnnouncementStore.open(state)
+        report = store.restore(registry, clock())
+        logger.info("restored from %s: %s", state, report)
+    try:
+        server = BootstrapServer(registry, config or BootstrapConfig(), clock, store)
+        await server.serve(address, task_status=task_status)
+    finally:
+        if store is not None:
+            store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``mitalk-bootstrap``; returns the exit status (errors are one line on stderr)."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
-    address: str = args.listen
-    try:
-        parse_address(address, any_port=True)
-    except AddressError as exc:
-        return _fail(str(exc))
-    if args.max_rooms < 1 or args.max_connections_per_ip < 1 or args.idle_timeout <= 0:
-        return _fail("--max-rooms, --max-connections-per-ip and --idle-timeout must be positive")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    registry = Registry(RegistryConfig(max_rooms=args.max_rooms))
-    config = BootstrapConfig(
-        max_connections_per_ip=args.max_connections_per_ip, idle_timeout=args.idle_timeout
-    )
-    try:
-        trio.run(_run, address, registry, config)
-    except (OSError, KeyboardInterrupt, BaseExceptionGroup) as exc:
-        leaves = _leaves(exc)
-        if all(isinstance(leaf, KeyboardInterrupt) for leaf in leaves):
-            return EXIT_INTERRUPTED
-        if all(isinstance(leaf, OSError) for leaf in leaves):
-            error = leaves[0]
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-            return _fail(f"cannot listen on {address}: {reason}")
-        raise
-    return 0
+    """The ``mitalk-bootstrap`` console script (see :mod:`bootstrap.command`)."""
+    from .command import main as command_main  # the command module builds on this one
 
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-async def _run(address: str, registry: Registry, config: BootstrapConfig) -> None:
-    async with trio.open_nursery() as nursery:
-        actual = await nursery.start(
-            lambda task_status: serve_bootstrap(
-                address, registry=registry, config=config, task_status=task_status
-            )
-        )
-        print(f"{PROG}: listening on {actual}", flush=True)
-
-
-def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_ERROR
+    return command_main(argv)

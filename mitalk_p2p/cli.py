@@ -213,6 +213,31 @@ def _cmd_scenario_list(args: argparse.Namespace, ctx: Context) -> int:
     return command.list_scenarios(ctx.out)
 
 
+def _add_bootstrap(subparsers: _SubParsers) -> None:
+    from bootstrap import command
+
+    parser = subparsers.add_parser(
+        "bootstrap",
+        help="run a bootstrap node, where peers find rooms by name or id",
+        description=command.DESCRIPTION + " The same as the mitalk-bootstrap command.",
+        parents=[_global_options(suppress_defaults=True)],
+    )
+    command.add_options(parser)
+    parser.set_defaults(handler=_cmd_bootstrap)
+
+
+def _cmd_bootstrap(args: argparse.Namespace, ctx: Context) -> int:
+    from bootstrap import command
+
+    return command.run(args, ctx.out)
+
+
+def _add_bench(subparsers: _SubParsers) -> None:
+    from .bench import command
+
+    command.add_bench(subparsers, [_global_options(suppress_defaults=True)])
+
+
 def _room_command(name: str) -> Callable[[_SubParsers], None]:
     """A subcommand defined in :mod:`.room_cli`, given the shared options."""
 
@@ -229,9 +254,12 @@ SUBCOMMANDS: tuple[Callable[[_SubParsers], None], ...] = (
     _add_id,
     _room_command("host"),
     _room_command("join"),
+    _room_command("rooms"),
     _room_command("invite"),
     _room_command("devices"),
+    _add_bootstrap,
     _add_scenario,
+    _add_bench,
     _add_demo,
 )
 """Every subcommand's parser builder, in the order ``--help`` lists them."""

@@ -128,6 +128,7 @@ class Conductor:
             "--profile",
             str(self.workdir / name),
             *arguments,
+            "--no-mdns",  # the demo stays on 127.0.0.1: nothing is multicast on the LAN
             "--name",
             name,
             "--json-events",

@@ -1,4 +1,4 @@
-"""``mitalk host``, ``mitalk join``, ``mitalk invite`` and ``mitalk devices``.
+"""``mitalk host``, ``join``, ``rooms``, ``invite`` and ``devices``.
 
 ``host`` and ``join`` put this machine in a room and open the console (see
 :mod:`.console.session`).  Audio comes from ``--input`` (a microphone, a WAV
@@ -9,20 +9,31 @@ adding one time-aligned WAV per speaker.
 A host also writes a small room file in its profile (id, name, addresses), so
 that ``mitalk invite`` can sign more invites later without the room running
 in the same process.
+
+Whoever hosts a room advertises it on the LAN with mDNS, and ``rooms`` lists the
+rooms advertised there, live.  ``join`` looks for the room's host on the LAN,
+through bootstrap nodes and at the invite's addresses at once, and without an
+invite offers the rooms it sees; the handshake checks the host's key in every case
+(see :mod:`.discovery`).  mDNS follows ``--listen``: a specific address speaks on
+that interface, ``0.0.0.0`` on all, loopback on none (``--mdns-interface`` says
+otherwise); ``--no-mdns`` or ``MITALK_MDNS=off`` turn it off.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import math
 import os
 import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, Final, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
 
 import attrs
 import trio
@@ -48,6 +59,9 @@ from .core.media import MediaConfig
 from .core.roles import Role
 from .runtime.addresses import AddressError, parse_address
 from .runtime.peer_runtime import HostRoom, JoinRoom, PeerConfig, RunningPeer, open_peer
+
+if TYPE_CHECKING:
+    from .discovery.candidates import Candidate, MdnsSettings
 
 INPUT_FORMS: Final = "mic, none, silence, synthetic, tone[:HZ], wav:PATH or PATH.wav"
 OUTPUT_FORMS: Final = "speaker, null, wav:PATH or PATH.wav"
@@ -96,6 +110,23 @@ def role(text: str) -> Role:
     if parsed is Role.HOST:
         raise argparse.ArgumentTypeError("nobody can be invited as host; the host is elected")
     return parsed
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and 0 < value <= 86400):
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of seconds from 0 to 86400")
+    return value
+
+
+def ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
 
 
 def positive_int(text: str) -> int:
@@ -174,7 +205,28 @@ def _room_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="how many listeners you offer to relay to (0 to 32, default 6)",
     )
+    net.add_argument(
+        "--no-mdns",
+        action="store_true",
+        help="neither advertise the room on the LAN nor look for it there (mDNS);"
+        " MITALK_MDNS=off in the environment turns mDNS off for every command",
+    )
+    _mdns_interface_option(net)
     parser.add_argument("--name", metavar="NAME", help="your display name in this room")
+
+
+def _mdns_interface_option(
+    group: Any,
+    default: str = "the --listen address, every interface for 0.0.0.0, none for 127.0.0.1",
+) -> None:
+    group.add_argument(
+        "--mdns-interface",
+        action="append",
+        type=ip_address,
+        default=[],
+        metavar="IP",
+        help=f"speak mDNS only on the interface with this address (repeatable; default: {default})",
+    )
 
 
 def add_host(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -204,19 +256,63 @@ def add_host(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         default=6,
         help="the most listeners any peer relays to (default 6)",
     )
+    parser.add_argument(
+        "--open",
+        action="store_true",
+        help="let anyone on the LAN listen: publish a listener invite with the room's"
+        " mDNS record, for `mitalk join` without an invite",
+    )
+    _address_hints_option(parser)
     _room_options(parser)
     parser.set_defaults(handler=cmd_host)
+
+
+def _address_hints_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-address-hints",
+        action="store_true",
+        help="leave this machine's addresses out of the invite; joiners then find the"
+        " room on the LAN or through bootstrap nodes",
+    )
 
 
 def add_join(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "join",
-        help="join a room with an invite",
-        description="Join the room an invite names and open the console.",
+        help="join a room with an invite, or one found on the LAN",
+        description=(
+            "Join the room an invite names and open the console.  Without an invite, "
+            "list the rooms on the LAN and join the one you choose (with an invite saved "
+            "from an earlier join, or the room's open invite)."
+        ),
         parents=parents,
     )
     parser.add_argument(
-        "invite", metavar="INVITE", help="the invite (mitalk:...), or @FILE to read it from FILE"
+        "invite",
+        metavar="INVITE",
+        nargs="?",
+        help="the invite (mitalk:...), or @FILE to read it from FILE;"
+        " leave it out to choose a room on the LAN",
+    )
+    parser.add_argument(
+        "--pick",
+        metavar="NAME|NUMBER",
+        help="without an invite: the room to join from the LAN list (default: ask)",
+    )
+    parser.add_argument(
+        "--browse",
+        type=seconds,
+        default=3.0,
+        metavar="S",
+        help="without an invite: how long to look for rooms (default 3)",
+    )
+    parser.add_argument(
+        "--search",
+        type=seconds,
+        default=10.0,
+        metavar="S",
+        help="how long to keep looking for the room's host on the LAN while the"
+        " addresses known fail (default 10)",
     )
     _room_options(parser)
     parser.set_defaults(handler=cmd_join)
@@ -243,6 +339,7 @@ def add_invite(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="only this person may use it: their public key (64 hex digits, see `mitalk id`)",
     )
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    _address_hints_option(parser)
     parser.set_defaults(handler=cmd_invite)
 
 
@@ -256,6 +353,26 @@ def add_devices(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None
     parser.set_defaults(handler=cmd_devices)
 
 
+def add_rooms(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "rooms",
+        help="list the rooms on the LAN as they appear and vanish",
+        description=(
+            "Watch the rooms advertised on the LAN (mDNS): name, topic, listeners, the "
+            "host's fingerprint and address.  A line per change, or a live table on a "
+            "terminal.  What a record says is a claim; compare the fingerprint with the "
+            "host's before trusting a room."
+        ),
+        parents=parents,
+    )
+    parser.add_argument(
+        "--seconds", type=seconds, metavar="S", help="stop after S seconds (default: Ctrl-C)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per change")
+    _mdns_interface_option(parser, "every interface")
+    parser.set_defaults(handler=cmd_rooms)
+
+
 # -- handlers -----------------------------------------------------------------------
 
 
@@ -263,6 +380,25 @@ def cmd_devices(args: argparse.Namespace, ctx: _Context) -> int:
     from .audio.devices import format_device_table, list_devices
 
     ctx.out.write(format_device_table(list_devices()) + "\n")
+    return 0
+
+
+def cmd_rooms(args: argparse.Namespace, ctx: _Context) -> int:
+    from .discovery.rooms_view import watch
+
+    _require_mdns("list the rooms on the LAN")
+    ignored = trio.run(
+        partial(
+            watch,
+            ctx.out,
+            _mdns_settings(args),
+            seconds=args.seconds if args.seconds is not None else math.inf,
+            as_json=args.json,
+            redraw=not args.json and ctx.out.isatty(),
+        )
+    )
+    if ignored:
+        sys.stderr.write(f"note: ignored {ignored} malformed room record(s) on the LAN\n")
     return 0
 
 
@@ -279,7 +415,11 @@ def cmd_invite(args: argparse.Namespace, ctx: _Context) -> int:
         lifetime=args.expires,
         audience=audience,
         max_uses=args.uses,
-        addresses=tuple(str(a) for a in room["addresses"]),  # type: ignore[attr-defined]
+        addresses=(
+            ()
+            if args.no_address_hints
+            else tuple(str(a) for a in room["addresses"])  # type: ignore[attr-defined]
+        ),
     )
     if args.json:
         record = {
@@ -302,6 +442,9 @@ def cmd_host(args: argparse.Namespace, ctx: _Context) -> int:
 
 
 def cmd_join(args: argparse.Namespace, ctx: _Context) -> int:
+    if args.invite is None:
+        identity = _identity(args, ctx)
+        return _run_room(args, ctx, identity, _choose_from_lan(args, ctx, identity))
     text: str = args.invite
     if text.startswith("@"):
         try:
@@ -319,30 +462,49 @@ def cmd_join(args: argparse.Namespace, ctx: _Context) -> int:
 
 
 async def _discover(nodes: list[str], invite: SignedInvite, err: TextIO) -> tuple[str, ...]:
-    """The room's current addresses from the bootstrap nodes (tried before the invite's)."""
-    from .runtime.bootstrap_client import BootstrapError, lookup_id
+    """The room's current addresses from the bootstrap nodes (tried before the invite's).
 
-    room_id = invite.invite.room_id
-    for node in nodes:
-        try:
-            found = await lookup_id(node, room_id)
-        except BootstrapError as exc:
-            err.write(f"note: bootstrap node {node}: {exc}\n")
-            continue
-        if found is not None:
-            err.write(f"found {found.name!r} through {node} at {', '.join(found.addresses)}\n")
-            return tuple(found.addresses)
-    return ()
+    Every node is asked at once and the first that knows the room answers, so a
+    node that is down changes nothing while another one is up.
+    """
+    from .runtime.bootstrap_client import BootstrapError, find_room
+
+    try:
+        found = await find_room(nodes, invite.invite.room_id)
+    except BootstrapError as exc:
+        err.write(f"note: {exc}\n")
+        return ()
+    if found is None:
+        return ()
+    err.write(f"found {found.name!r} through a bootstrap node at {', '.join(found.addresses)}\n")
+    return tuple(found.addresses)
 
 
 async def _keep_announced(nodes: list[str], peer: RunningPeer) -> None:
-    from bootstrap.announcement import create_announcement, create_withdrawal
+    """Announce the room to the bootstrap nodes whenever this peer is its host.
+
+    The first host announces from the start; a successor starts when it takes
+    over, signing with its own key under its new term (which the nodes require).
+    A peer that stops being the host stops announcing without withdrawing; the
+    host withdraws when it leaves.
+    """
+    from bootstrap.announcement import (
+        Announcement,
+        Withdrawal,
+        create_announcement,
+        create_withdrawal,
+    )
 
     from .runtime.bootstrap_client import keep_announced
 
-    def announcement() -> Any:
+    def hosting() -> bool:
         state = peer.state
-        assert state is not None
+        return state is not None and state.host == peer.me
+
+    def announcement() -> Announcement | None:
+        state = peer.state
+        if state is None or state.host != peer.me:
+            return None
         return create_announcement(
             peer.identity,
             room_id=state.room_id,
@@ -356,15 +518,112 @@ async def _keep_announced(nodes: list[str], peer: RunningPeer) -> None:
             lifetime=ANNOUNCEMENT_LIFETIME,
         )
 
-    def withdrawal() -> Any:
+    def withdrawal() -> Withdrawal | None:
         state = peer.state
-        assert state is not None
+        if state is None or state.host != peer.me:
+            return None
         return create_withdrawal(
             peer.identity, room_id=state.room_id, term=state.term, now=time.time()
         )
 
-    await keep_announced(
-        nodes, announcement, interval=ANNOUNCEMENT_LIFETIME / 3, make_withdrawal=withdrawal
+    async def announce_while_hosting() -> None:
+        await keep_announced(
+            nodes, announcement, interval=ANNOUNCEMENT_LIFETIME / 3, make_withdrawal=withdrawal
+        )
+
+    while True:
+        await peer.wait_for(hosting)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(announce_while_hosting)
+            await peer.wait_for(lambda: not hosting())
+            nursery.cancel_scope.cancel()
+
+
+def _choose_from_lan(args: argparse.Namespace, ctx: _Context, identity: Identity) -> JoinRoom:
+    """Browse the LAN, let the user choose a room, and find a credential for it."""
+    from .discovery.joining import choose, credential_for, load_saved_invite
+    from .discovery.rooms_view import browse_for
+
+    if not _mdns_on(args):
+        raise MitalkError(
+            "no invite given, and looking for rooms on the LAN is off (--no-mdns or"
+            " MITALK_MDNS=off): join with an invite"
+        )
+    err = sys.stderr
+    err.write(f"looking for rooms on the LAN for {args.browse:g} s…\n")
+    rooms = trio.run(browse_for, args.browse, _mdns_settings(args))
+    if not rooms:
+        raise MitalkError(
+            f"no rooms found on the LAN within {args.browse:g} s; ask a host for an invite"
+            " and run `mitalk join INVITE`"
+        )
+    ask = _ask_terminal if sys.stdin.isatty() else None
+    room = choose(rooms, args.pick, ask=ask, err=err)
+    now = time.time()
+    saved = load_saved_invite(ctx.profile_dir(), room.record.room_id, identity.public_key, now)
+    if saved is not None:
+        err.write("using the invite saved from an earlier visit to this room\n")
+    return JoinRoom(credential_for(room, saved, now), via=room.control_addresses)
+
+
+def _ask_terminal(prompt: str) -> str:
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    return sys.stdin.readline()
+
+
+def _mdns_on(args: argparse.Namespace) -> bool:
+    from .discovery.switch import mdns_allowed
+
+    return not getattr(args, "no_mdns", False) and mdns_allowed()
+
+
+def _require_mdns(what: str) -> None:
+    from .discovery.switch import MDNS_ENV, mdns_allowed
+
+    if not mdns_allowed():
+        raise MitalkError(f"can't {what}: mDNS is turned off ({MDNS_ENV}=off)")
+
+
+def _mdns_settings(args: argparse.Namespace) -> MdnsSettings:
+    """Browse on ``--mdns-interface``, else on a specific --listen address, else everywhere."""
+    from .discovery.candidates import MdnsSettings
+
+    interfaces: tuple[str, ...] = tuple(getattr(args, "mdns_interface", ()))
+    listen: str | None = getattr(args, "listen", None)
+    if not interfaces and listen is not None:
+        host, _ = parse_address(listen, any_port=True)
+        parsed = ipaddress.ip_address(host)
+        if not (parsed.is_unspecified or parsed.is_loopback):
+            interfaces = (host,)
+    return MdnsSettings(interfaces)
+
+
+def _reachable_from_lan(args: argparse.Namespace) -> bool:
+    """Whether the peer listens beyond loopback (or mDNS interfaces were named)."""
+    host, _ = parse_address(args.listen, any_port=True)
+    return bool(args.mdns_interface) or not ipaddress.ip_address(host).is_loopback
+
+
+async def _bootstrap_candidates(
+    nodes: list[str], invite: SignedInvite, err: TextIO
+) -> list[Candidate]:
+    from .discovery.candidates import BOOTSTRAP, Candidate
+
+    return [Candidate(address, BOOTSTRAP) for address in await _discover(nodes, invite, err)]
+
+
+async def _keep_advertised(args: argparse.Namespace, peer: RunningPeer, err: TextIO) -> None:
+    from .discovery.advertise import keep_room_advertised
+
+    def note(message: str) -> None:
+        err.write(f"note: {message}\n")
+
+    await keep_room_advertised(
+        peer,
+        interfaces=tuple(args.mdns_interface),
+        open_room=getattr(args, "open", False),
+        note=note,
     )
 
 
@@ -521,10 +780,8 @@ def _run_room(
 async def _room_main(
     args: argparse.Namespace, ctx: _Context, identity: Identity, room: HostRoom | JoinRoom
 ) -> int:
-    out, err = ctx.out, sys.stderr
+    err = sys.stderr
     media = args.media or f"{args.listen.rpartition(':')[0]}:0"
-    if isinstance(room, JoinRoom) and args.bootstrap:
-        room = attrs.evolve(room, via=await _discover(args.bootstrap, room.invite, err))
     async with (
         _audio_input(args, err) as audio_input,
         _audio_output(args) as playback,
@@ -540,37 +797,88 @@ async def _room_main(
             fanout=getattr(args, "fanout", 6),
             media_config=MediaConfig(relay_capacity=args.relay_capacity),
         )
-        async with open_peer(config) as peer:
-            if isinstance(playback.track_output, TrackFiles):
-                playback.track_output.name_of = peer.name_of
-            interactive = (
-                sys.stdin.isatty() and args.script is None and not args.json_events
-            ) and not args.detach
-            session = ConsoleSession(
-                peer,
-                out,
-                err,
-                json_events=args.json_events,
-                show_status=interactive and err.isatty(),
-                playback=playback,
-            )
-            peer.subscribe(session.on_event)
-            _announce(args, ctx, peer, session)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_drive_console, session, args, interactive)
-                nursery.start_soon(_leave_on_signal, peer)
-                if args.bootstrap and isinstance(room, HostRoom):
-                    nursery.start_soon(_keep_announced, args.bootstrap, peer)
-                if session.show_status:
-                    nursery.start_soon(session.run_status)
-                await peer.left.wait()
-                nursery.cancel_scope.cancel()
-            reason = peer.left_reason or "left"
-            if args.report is not None:
-                _write_report(args.report, peer, playback)
+        if isinstance(room, JoinRoom):
+            reason, session = await _join_room(args, ctx, config, playback)
+        else:
+            async with open_peer(config) as peer:
+                reason, session = await _session(args, ctx, peer, playback)
         session.say(_farewell(reason))
         session.emit({"event": "exited", "reason": reason, "time": time.monotonic()})
     return 0 if reason == "left" else 1
+
+
+async def _join_room(
+    args: argparse.Namespace, ctx: _Context, config: PeerConfig, playback: Playback
+) -> tuple[str, ConsoleSession]:
+    """Join, trying the room's addresses from every source (see :mod:`.discovery.joining`)."""
+    from .discovery.joining import JoinSearch, join_searching, save_invite
+
+    room = config.room
+    assert isinstance(room, JoinRoom)
+    err = sys.stderr
+
+    def note(message: str) -> None:
+        err.write(f"note: {message}\n")
+
+    search = JoinSearch(
+        via=room.via,
+        lookup=(
+            partial(_bootstrap_candidates, args.bootstrap, room.invite, err)
+            if args.bootstrap
+            else None
+        ),
+        mdns=_mdns_settings(args) if _mdns_on(args) and _reachable_from_lan(args) else None,
+        search=args.search,
+        note=note,
+    )
+
+    async def run(peer: RunningPeer) -> tuple[str, ConsoleSession]:
+        try:
+            save_invite(ctx.profile_dir(), room.invite)
+        except OSError as exc:
+            note(f"could not keep the invite in the profile: {exc.strerror or exc}")
+        return await _session(args, ctx, peer, playback)
+
+    return await join_searching(attrs.evolve(config, room=attrs.evolve(room, via=())), search, run)
+
+
+async def _session(
+    args: argparse.Namespace, ctx: _Context, peer: RunningPeer, playback: Playback
+) -> tuple[str, ConsoleSession]:
+    """The console and background tasks of a peer in its room, until it leaves."""
+    out, err = ctx.out, sys.stderr
+    if isinstance(playback.track_output, TrackFiles):
+        playback.track_output.name_of = peer.name_of
+    interactive = (
+        sys.stdin.isatty() and args.script is None and not args.json_events
+    ) and not args.detach
+    session = ConsoleSession(
+        peer,
+        out,
+        err,
+        json_events=args.json_events,
+        show_status=interactive and err.isatty(),
+        playback=playback,
+    )
+    peer.subscribe(session.on_event)
+    _announce(args, ctx, peer, session)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_drive_console, session, args, interactive)
+        nursery.start_soon(_leave_on_signal, peer)
+        if args.bootstrap:  # announces whenever this peer is the host
+            nursery.start_soon(_keep_announced, args.bootstrap, peer)
+        if _mdns_on(args):  # advertises whenever this peer is the host
+            nursery.start_soon(_keep_advertised, args, peer, err)
+        elif getattr(args, "open", False):
+            session.say("note: --open has no effect with mDNS off; the room is invite-only")
+        if session.show_status:
+            nursery.start_soon(session.run_status)
+        await peer.left.wait()
+        nursery.cancel_scope.cancel()
+    reason = peer.left_reason or "left"
+    if args.report is not None:
+        _write_report(args.report, peer, playback)
+    return reason, session
 
 
 def _announce(
@@ -587,12 +895,11 @@ def _announce(
         "role": peer.role.label if peer.role is not None else None,
         "control": peer.control_address,
         "media": peer.media_address,
+        "host_key": state.host.raw.hex() if state.host is not None else None,
     }
     if isinstance(peer.config.room, HostRoom):
         save_room_file(ctx.profile_dir(), peer)
-        invite = peer.invite(
-            role=args.invite_role, lifetime=args.invite_expires, max_uses=args.invite_uses
-        )
+        invite = _host_invite(args, peer)
         if args.invite_file is not None:
             args.invite_file.write_text(invite.token + "\n", encoding="utf-8")
         record["invite"] = invite.token
@@ -604,6 +911,26 @@ def _announce(
             f" ({len(state.members)} here). Type /help for commands."
         )
     session.emit(record)
+
+
+def _host_invite(args: argparse.Namespace, peer: RunningPeer) -> SignedInvite:
+    """The invite ``mitalk host`` prints: with this peer's address unless told otherwise."""
+    if not args.no_address_hints:
+        return peer.invite(
+            role=args.invite_role, lifetime=args.invite_expires, max_uses=args.invite_uses
+        )
+    state = peer.state
+    assert state is not None
+    return create_invite(
+        peer.identity,
+        room_id=state.room_id,
+        room_name=state.name,
+        role=args.invite_role,
+        now=time.time(),
+        lifetime=args.invite_expires,
+        max_uses=args.invite_uses,
+        issuer_role=peer.role,
+    )
 
 
 async def _leave_on_signal(peer: RunningPeer) -> None:

@@ -59,6 +59,17 @@ class HandshakeError(RemoteProtocolError):
     """The peer's handshake message was malformed, forged, replayed or out of place."""
 
 
+class WrongPeerError(HandshakeError):
+    """The peer proved an identity, but not the one this side dialled."""
+
+    def __init__(self, number: int, actual: PublicKey, expected: PublicKey) -> None:
+        super().__init__(
+            f"message {number}: peer is {actual.fingerprint}, expected {expected.fingerprint}"
+        )
+        self.actual = actual
+        self.expected = expected
+
+
 class LinkError(RemoteProtocolError):
     """A transport message on an established link failed to decrypt."""
 
@@ -502,10 +513,7 @@ class LinkHandshake:
                 f"bind key {proof.identity_key.fingerprint} to the peer's Noise static key)"
             )
         if self._expected_remote is not None and proof.identity_key != self._expected_remote:
-            raise HandshakeError(
-                f"message {number}: peer is {proof.identity_key.fingerprint}, "
-                f"expected {self._expected_remote.fingerprint}"
-            )
+            raise WrongPeerError(number, proof.identity_key, self._expected_remote)
         return proof.identity_key
 
     def _establish(self, remote: PublicKey) -> LinkEstablished:

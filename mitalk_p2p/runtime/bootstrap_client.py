@@ -6,17 +6,25 @@ that the room's signer said it; the room's handshake still decides whom a peer
 is talking to.
 
 Each call opens one websocket, sends one request, reads one reply and closes,
-all within ``node_timeout`` seconds.  Failures raise :class:`BootstrapError` with a
-one-line message and a ``code``: the node's own refusal code, or ``unreachable``,
-``timeout``, ``closed``, ``bad-reply`` or ``bad-address`` for failures on the
-way.  The ``*_all`` helpers ask several nodes at once and tolerate some of them
-being down.
+all within ``node_timeout`` seconds.  When the node asks this client to prove its
+address first (see :mod:`bootstrap.protocol`), the call does so on the same
+connection, and the caller sees only the final reply.  Failures raise
+:class:`BootstrapError` with a one-line message and a ``code``: the node's own
+refusal code (``too-many-connections`` and ``idle-timeout`` included), or
+``unreachable``, ``timeout``, ``closed``, ``busy``, ``bad-reply``,
+``address-proof-required`` or ``bad-address`` for failures on the way.
+
+Several nodes: :func:`find_room` and :func:`query_all` ask them all at once,
+:func:`announce_all` and :func:`keep_announced` announce to each independently,
+so one node being down changes nothing while another answers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
@@ -29,8 +37,10 @@ from wsproto.events import (
     AcceptConnection,
     BytesMessage,
     CloseConnection,
+    Event,
     Ping,
     RejectConnection,
+    RejectData,
     TextMessage,
 )
 from wsproto.events import Request as WsRequest
@@ -38,12 +48,17 @@ from wsproto.events import Request as WsRequest
 from bootstrap.announcement import Announcement, Withdrawal
 from bootstrap.protocol import (
     MAX_RESPONSE_SIZE,
+    NO_COOKIE,
+    PROOF_REQUIRED_SIZE,
     Announce,
     Error,
+    ErrorCode,
     LookupId,
     LookupName,
     Ok,
-    Request,
+    PlainRequest,
+    ProofRequired,
+    Prove,
     Rooms,
     Withdraw,
     decode_response,
@@ -63,6 +78,11 @@ CLOSE_TIMEOUT: Final = 1.0
 RECEIVE_SIZE: Final = 65536
 WITHDRAW_TIMEOUT: Final = 2.0
 """Seconds :func:`keep_announced` spends withdrawing when it is cancelled."""
+MAX_PROOF_ROUNDS: Final = 3
+"""Requests sent for one call at most: as is (or with no cookie), with a cookie, once more."""
+MAX_REJECT_BODY: Final = 256
+_CODE: Final = re.compile(r"[a-z][a-z0-9-]{0,31}")
+"""What a code from the node looks like (anything else is not shown as a code)."""
 
 
 class BootstrapError(MitalkError):
@@ -105,81 +125,114 @@ class _Failed(Exception):
         self.reason = reason
 
 
-async def _exchange(node: str, request: Request, node_timeout: float) -> Ok | Rooms:
-    """Send ``request`` to ``node`` and return its reply; errors become :class:`BootstrapError`."""
+async def _exchange(node: str, request: PlainRequest, node_timeout: float) -> Ok | Rooms:
+    """Send ``request`` to ``node`` and return its reply; errors become :class:`BootstrapError`.
+
+    Proves this client's address when the node asks (see :mod:`bootstrap.protocol`),
+    so callers see only the final reply.
+    """
     host, port = _endpoint(node)
     try:
-        reply = await _round_trip(host, port, encode_request(request), node_timeout)
+        return await _converse(host, port, request, node_timeout)
     except _Failed as exc:
         raise BootstrapError(node, exc.code, f"bootstrap node {node} {exc.reason}") from None
-    try:
-        response = decode_response(reply)
-    except WireError as exc:
-        raise BootstrapError(node, "bad-reply",
-                             f"bootstrap node {node} sent a malformed reply: {exc}") from None
-    if isinstance(response, Error):
-        raise BootstrapError(node, response.code, f"bootstrap node {node} refused the request "
-                             f"({response.code}): {response.message}")
-    return response
 
 
-async def _round_trip(host: str, port: int, message: bytes, node_timeout: float) -> bytes:
-    """One binary message out and one back, over a websocket owned here end to end.
+async def _converse(host: str, port: int, request: PlainRequest, node_timeout: float) -> Ok | Rooms:
+    """Connect, ask and close: all but the polite close within ``node_timeout``."""
+    reply: Ok | Rooms | None = None
+    with trio.move_on_after(node_timeout):
+        connection = await _Connection.open(host, port)
+        try:
+            reply = await _ask(connection, request)
+        finally:
+            if reply is None:
+                await connection.stream.aclose()
+    if reply is None:
+        raise _Failed("timeout", f"did not answer within {node_timeout:g} s")
+    await connection.close()
+    return reply
 
-    This speaks wsproto directly rather than through trio-websocket, whose client
-    leaves its socket open when a server rejects the handshake or closes first; and a
-    single exchange needs no background reader task.
+
+async def _ask(connection: _Connection, request: PlainRequest) -> Ok | Rooms:
+    """Send ``request`` until the node gives a real reply, proving the address on the way."""
+    message = encode_request(request)
+    if len(message) < PROOF_REQUIRED_SIZE:  # too small to be answered with a cookie
+        message = encode_request(Prove(NO_COOKIE, request))
+    for _ in range(MAX_PROOF_ROUNDS):
+        await connection.send(message)
+        try:
+            response = decode_response(await connection.receive())
+        except WireError as exc:
+            raise _Failed("bad-reply", f"sent a malformed reply: {exc}") from None
+        if isinstance(response, ProofRequired):
+            message = encode_request(Prove(response.cookie or NO_COOKIE, request))
+            continue
+        if isinstance(response, Error):
+            raise _Failed(response.code,
+                          f"refused the request ({response.code}): {response.message}")
+        return response
+    raise _Failed(ErrorCode.ADDRESS_PROOF_REQUIRED, "kept asking for an address proof")
+
+
+class _Connection:
+    """One websocket to a node, spoken with wsproto directly.
+
+    Not trio-websocket, whose client leaves its socket open when a server rejects
+    the handshake or closes first; and a request-reply exchange needs no background
+    reader task.
     """
-    deadline = trio.current_time() + node_timeout
-    too_slow = _Failed("timeout", f"did not answer within {node_timeout:g} s")
-    with trio.move_on_at(deadline) as connecting:
+
+    def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
+        self.stream = stream
+        self.ws = ws
+        self._events: deque[Event] = deque()
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> _Connection:
         try:
             stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
             raise _Failed("unreachable", f"is unreachable: {_reason(exc)}") from None
-    if connecting.cancelled_caught:
-        raise too_slow
-    async with stream:
-        ws = WSConnection(ConnectionType.CLIENT)
-        reply: bytes | None = None
-        with trio.move_on_at(deadline):
-            try:
-                handshake = WsRequest(host=format_address(host, port), target="/")
-                await stream.send_all(ws.send(handshake))
-                reply = await _receive_reply(stream, ws, message)
-            except trio.BrokenResourceError:
-                raise _Failed("closed", "closed the connection without answering") from None
-            except (wsproto.utilities.RemoteProtocolError,
-                    wsproto.utilities.LocalProtocolError) as exc:
-                raise _Failed("bad-reply", f"does not speak the websocket protocol ({exc})"
-                              ) from None
-        if reply is None:
-            raise too_slow
-        if ws.state is ConnectionState.OPEN:
-            # Close politely, then wait briefly for the server to end TCP (RFC 6455 §7.1.1).
-            with contextlib.suppress(trio.BrokenResourceError), trio.move_on_after(CLOSE_TIMEOUT):
-                await stream.send_all(ws.send(CloseConnection(code=1000)))
-                while await stream.receive_some(RECEIVE_SIZE):
-                    pass
-        return reply
+        connection = cls(stream, WSConnection(ConnectionType.CLIENT))
+        try:
+            await connection._handshake(format_address(host, port))
+        except BaseException:
+            await stream.aclose()
+            raise
+        return connection
 
-
-async def _receive_reply(stream: trio.SocketStream, ws: WSConnection, message: bytes) -> bytes:
-    """Complete the handshake, send ``message`` and return the first whole reply."""
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        data = await stream.receive_some(RECEIVE_SIZE)
-        if not data:
-            raise _Failed("closed", "closed the connection without answering")
-        ws.receive_data(data)
-        for event in ws.events():
+    async def _handshake(self, host: str) -> None:
+        await self._send_event(WsRequest(host=host, target="/"))
+        while True:
+            event = await self._next_event()
             if isinstance(event, AcceptConnection):
-                await stream.send_all(ws.send(BytesMessage(data=message)))
-            elif isinstance(event, RejectConnection):
-                raise _Failed("busy", f"refused the connection (HTTP {event.status_code}; "
-                              "too many connections?)")
-            elif isinstance(event, BytesMessage):
+                return
+            if isinstance(event, RejectConnection):
+                code = await self._reject_code(event)
+                raise _Failed(code, f"refused the connection (HTTP {event.status_code}: {code})")
+
+    async def _reject_code(self, event: RejectConnection) -> str:
+        body = b""
+        finished = not event.has_body
+        while not finished and len(body) <= MAX_REJECT_BODY:
+            data = await self._next_event()
+            if isinstance(data, RejectData):
+                body += data.data
+                finished = data.body_finished
+        text = body.decode("ascii", "replace").strip()
+        return text if _CODE.fullmatch(text) else "busy"
+
+    async def send(self, message: bytes) -> None:
+        await self._send_event(BytesMessage(data=message))
+
+    async def receive(self) -> bytes:
+        """The next whole binary message."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            event = await self._next_event()
+            if isinstance(event, BytesMessage):
                 size += len(event.data)
                 if size > MAX_RESPONSE_SIZE:
                     raise _Failed("bad-reply", "sent a reply larger than any valid one")
@@ -189,11 +242,46 @@ async def _receive_reply(stream: trio.SocketStream, ws: WSConnection, message: b
             elif isinstance(event, TextMessage):
                 raise _Failed("bad-reply", "sent a text reply")
             elif isinstance(event, Ping):
-                await stream.send_all(ws.send(event.response()))
+                await self._send_event(event.response())
             elif isinstance(event, CloseConnection):
                 reason = f": {event.reason}" if event.reason else ""
-                raise _Failed("closed", "closed the connection without answering "
+                code = event.reason if event.reason and _CODE.fullmatch(event.reason) else "closed"
+                raise _Failed(code, "closed the connection without answering "
                               f"(code {event.code}{reason})")
+
+    async def close(self) -> None:
+        """Close politely, then wait briefly for the node to end TCP (RFC 6455 §7.1.1)."""
+        async with self.stream:
+            if self.ws.state is not ConnectionState.OPEN:
+                return
+            with contextlib.suppress(trio.BrokenResourceError), trio.move_on_after(CLOSE_TIMEOUT):
+                await self.stream.send_all(self.ws.send(CloseConnection(code=1000)))
+                while await self.stream.receive_some(RECEIVE_SIZE):
+                    pass
+
+    async def _send_event(self, event: Event) -> None:
+        try:
+            await self.stream.send_all(self.ws.send(event))
+        except trio.BrokenResourceError:
+            raise _Failed("closed", "closed the connection without answering") from None
+        except wsproto.utilities.LocalProtocolError as exc:
+            raise _Failed("bad-reply", f"does not speak the websocket protocol ({exc})") from None
+
+    async def _next_event(self) -> Event:
+        while not self._events:
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except trio.BrokenResourceError:
+                raise _Failed("closed", "closed the connection without answering") from None
+            if not data:
+                raise _Failed("closed", "closed the connection without answering")
+            self.ws.receive_data(data)
+            try:
+                self._events.extend(self.ws.events())
+            except wsproto.utilities.RemoteProtocolError as exc:
+                raise _Failed("bad-reply", f"does not speak the websocket protocol ({exc})"
+                              ) from None
+        return self._events.popleft()
 
 
 def _reason(exc: BaseException) -> str:
@@ -210,14 +298,14 @@ def _reason(exc: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
-async def _ask_ok(node: str, request: Request, node_timeout: float) -> Ok:
+async def _ask_ok(node: str, request: PlainRequest, node_timeout: float) -> Ok:
     response = await _exchange(node, request, node_timeout)
     if not isinstance(response, Ok):
         raise BootstrapError(node, "bad-reply", f"bootstrap node {node} sent an unexpected reply")
     return response
 
 
-async def _ask_rooms(node: str, request: Request, node_timeout: float) -> Rooms:
+async def _ask_rooms(node: str, request: PlainRequest, node_timeout: float) -> Rooms:
     response = await _exchange(node, request, node_timeout)
     if not isinstance(response, Rooms):
         raise BootstrapError(node, "bad-reply", f"bootstrap node {node} sent an unexpected reply")
@@ -280,6 +368,44 @@ def merge(announcements: Sequence[Announcement]) -> list[Announcement]:
         if known is None or room.rank_key > known.rank_key:
             best[room.room_id] = room
     return sorted(best.values(), key=lambda r: (-r.listener_count, r.name.casefold(), r.room_id))
+
+
+async def find_room(
+    nodes: Sequence[str], room_id: RoomId, *, node_timeout: float = DEFAULT_TIMEOUT
+) -> Announcement | None:
+    """The room's announcement from whichever node first answers with an authentic one.
+
+    Every node is asked at once, each within ``node_timeout``; the first
+    announcement wins and the other requests are cancelled, so a node that is down
+    or slow costs nothing while another one knows the room.  None if no node that
+    answered knows it; :class:`BootstrapError` if no node answered at all.
+    """
+    unique = list(dict.fromkeys(nodes))
+    if not unique:
+        raise LocalProtocolError("no bootstrap nodes to ask")
+    found: Announcement | None = None
+    failures: list[BootstrapError] = []
+
+    async with trio.open_nursery() as nursery:
+
+        async def ask(node: str) -> None:
+            nonlocal found
+            try:
+                answer = await lookup_id(node, room_id, node_timeout=node_timeout)
+            except BootstrapError as exc:
+                logger.info("%s", exc)
+                failures.append(exc)
+                return
+            if answer is not None and found is None:
+                logger.debug("room %s found through %s", room_id, node)
+                found = answer
+                nursery.cancel_scope.cancel()
+
+        for node in unique:
+            nursery.start_soon(ask, node)
+    if found is None and len(failures) == len(unique):
+        raise _all_failed(failures)
+    return found
 
 
 async def query_all(
@@ -355,33 +481,63 @@ async def withdraw_all(nodes: Sequence[str], withdrawal: Withdrawal, *,
 
 async def keep_announced(
     nodes: Sequence[str],
-    make_announcement: Callable[[], Announcement],
+    make_announcement: Callable[[], Announcement | None],
     *,
     interval: float,
-    make_withdrawal: Callable[[], Withdrawal] | None = None,
+    make_withdrawal: Callable[[], Withdrawal | None] | None = None,
     retry_interval: float = 5.0,
     node_timeout: float = DEFAULT_TIMEOUT,
     withdraw_timeout: float = WITHDRAW_TIMEOUT,
     task_status: trio.TaskStatus[Delivery] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Keep a running room announced until cancelled, then withdraw it.
+    """Keep a running room announced on every node until cancelled, then withdraw it.
 
-    Re-announces every ``interval`` seconds (choose it well below the announcement
-    lifetime), or after ``retry_interval`` if no node took the last one.  A fresh
-    announcement is made each round, so listener counts and addresses stay current.
+    Each node has its own loop: it re-announces every ``interval`` seconds (choose
+    it well below the announcement lifetime), or after ``retry_interval`` when that
+    node refused or did not answer, so a dead or slow node never delays the others.
+    A fresh announcement is made for every attempt, so listener counts and
+    addresses stay current; when ``make_announcement`` returns None there is
+    nothing to announce, and that node's loop asks again after ``retry_interval``.
     On cancellation it withdraws from every node, best effort and within
-    ``withdraw_timeout``; without ``make_withdrawal`` the announcement simply lapses
-    at its expiry.  Reports the first round's :class:`Delivery` through ``task_status``.
+    ``withdraw_timeout``, unless ``make_withdrawal`` is missing or returns None (the
+    announcement then simply lapses at its expiry).  Reports the
+    :class:`Delivery` of the first attempt at each node through ``task_status``.
     """
-    started = False
-    try:
+    unique = list(dict.fromkeys(nodes))
+    if not unique:
+        raise LocalProtocolError("no bootstrap nodes to announce to")
+    first: dict[str, BootstrapError | None] = {}
+    everyone_tried = trio.Event()
+
+    async def keep(node: str) -> None:
         while True:
-            delivery = await announce_all(nodes, make_announcement(), node_timeout=node_timeout)
-            if not started:
-                task_status.started(delivery)
-                started = True
-            await trio.sleep(interval if delivery.accepted else min(interval, retry_interval))
+            announcement = make_announcement()
+            if announcement is None:  # nothing to announce just now
+                await trio.sleep(min(interval, retry_interval))
+                continue
+            failure: BootstrapError | None = None
+            try:
+                await announce(node, announcement, node_timeout=node_timeout)
+            except BootstrapError as exc:
+                logger.info("%s", exc)
+                failure = exc
+            if node not in first:
+                first[node] = failure
+                if len(first) == len(unique):
+                    everyone_tried.set()
+            await trio.sleep(interval if failure is None else min(interval, retry_interval))
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for node in unique:
+                nursery.start_soon(keep, node)
+            await everyone_tried.wait()
+            task_status.started(Delivery(
+                tuple(node for node in unique if first[node] is None),
+                tuple(failure for failure in first.values() if failure is not None),
+            ))
     finally:
-        if make_withdrawal is not None:
-            with trio.move_on_after(withdraw_timeout, shield=True):
-                await withdraw_all(nodes, make_withdrawal(), node_timeout=withdraw_timeout)
+        with trio.move_on_after(withdraw_timeout, shield=True):
+            withdrawal = make_withdrawal() if make_withdrawal is not None else None
+            if withdrawal is not None:
+                await withdraw_all(unique, withdrawal, node_timeout=withdraw_timeout)

@@ -17,6 +17,7 @@ close, so the room reacts at once instead of waiting for a timeout.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import secrets
@@ -33,9 +34,11 @@ from ..audio.playout import Playback, run_playback
 from ..codec import CodecConfig, OpusEncoder, is_dtx
 from ..core.errors import MitalkError, RemoteProtocolError, leaf_exceptions
 from ..core.events import JoinedRoom, JoinRefusedEvent, LeftRoom
+from ..core.handshake import WrongPeerError
 from ..core.identity import Identity, PublicKey
 from ..core.ids import ROOM_ID_SIZE, RoomId
 from ..core.invite import SignedInvite, create_invite
+from ..core.jitter import PlayFrame
 from ..core.media import MediaConfig
 from ..core.media_events import AudioOut, FrameReceived, SendDatagram
 from ..core.ops import Op
@@ -47,6 +50,7 @@ from ..core.sender_keys import KeySource, refuse_simulated_keys, system_key_sour
 from .capture_clock import CaptureClock
 from .control_plane import ControlPlane, ControlStatistics
 from .link_records import Channel
+from .media_meter import MediaMeter
 from .udp import UdpEndpoint, UdpStatistics, open_udp_endpoint
 
 logger = logging.getLogger(__name__)
@@ -57,8 +61,32 @@ MAX_FRAME_LOG: Final = 200_000
 """Per-frame timing records kept for reports (about an hour of one speaker)."""
 
 
+class JoinFailure(enum.Enum):
+    """Why a join failed, for callers that try another address or give up."""
+
+    UNREACHABLE = "unreachable"
+    """No address answered as the room's host (refused, timed out, or a wrong key)."""
+    REFUSED = "refused"
+    """The host answered and refused the join (an expired or used-up invite, a kick)."""
+    NO_ANSWER = "no-answer"
+    """The host's link came up but no admission arrived in time."""
+    NO_ADDRESS = "no-address"
+    """There was no address to try."""
+
+
 class JoinError(MitalkError):
     """The room could not be joined; the message says why in one line."""
+
+    def __init__(
+        self,
+        message: str,
+        failure: JoinFailure = JoinFailure.UNREACHABLE,
+        problems: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.failure = failure
+        self.problems = problems
+        """For ``UNREACHABLE``: (address, what went wrong there), in the order tried."""
 
 
 @attrs.frozen
@@ -98,6 +126,8 @@ class PeerConfig:
     join_timeout: float = JOIN_TIMEOUT
     record_frames: bool = False
     """Keep a timing record per frame sent and received (for reports and benchmarks)."""
+    media_meter: MediaMeter | None = None
+    """Benchmark instrumentation of the media receive path (see :mod:`.media_meter`)."""
 
 
 @attrs.frozen
@@ -117,12 +147,14 @@ class FrameLog:
     """Frame timings on the host-wide monotonic clock (``time.monotonic``).
 
     ``sent`` maps a frame's sequence number to when this peer handed it to the
-    media plane; ``received`` holds (speaker, seq, arrival) per frame accepted.
-    Processes on one host share the clock, so the two logs can be joined.
+    media plane; ``received`` holds (speaker, seq, arrival) per frame accepted,
+    and ``played`` (speaker, seq, playout) per frame the jitter buffer released.
+    Processes on one host share the clock, so the logs can be joined.
     """
 
     sent: dict[int, float] = attrs.Factory(dict)
     received: list[tuple[PublicKey, int, float]] = attrs.Factory(list)
+    played: list[tuple[PublicKey, int, float]] = attrs.Factory(list)
 
 
 EventCallback = Callable[[PeerEvent], None]
@@ -279,6 +311,8 @@ class RunningPeer:
             if kind is AudioOut:
                 if playback is not None:
                     playback.accept(event)  # type: ignore[arg-type]
+                if self.config.record_frames:
+                    self._note_played(event)  # type: ignore[arg-type]
                 continue
             if kind is FrameReceived:
                 if self.config.record_frames and len(self.frame_log.received) < MAX_FRAME_LOG:
@@ -297,6 +331,11 @@ class RunningPeer:
                 self.left.set()
             for callback in self._subscribers:
                 callback(event)
+
+    def _note_played(self, event: AudioOut) -> None:
+        played = self.frame_log.played
+        if type(event.playout) is PlayFrame and len(played) < MAX_FRAME_LOG:
+            played.append((event.speaker, event.playout.seq, time.monotonic()))
 
     def _on_core_message(self, sender: PublicKey, data: bytes, handshake_hash: bytes) -> None:
         try:
@@ -327,8 +366,11 @@ class RunningPeer:
 
     async def _receive_media(self) -> None:
         core, udp = self.core, self.udp
+        meter = self.config.media_meter
         while True:
             batch = await udp.receive_batch()
+            if meter is not None:
+                meter.handling()
             now = trio.current_time()
             for data, source in batch:
                 try:
@@ -336,6 +378,8 @@ class RunningPeer:
                 except RemoteProtocolError:
                     self._inputs_dropped += 1
             self._after_input()
+            if meter is not None:
+                meter.handled()
 
     async def _capture(self, source: FrameInput) -> None:
         encoder = OpusEncoder(self.config.codec)
@@ -367,34 +411,50 @@ class RunningPeer:
         issuer = invite.invite.issuer
         addresses = list(dict.fromkeys((*join.via, *invite.invite.addresses)))
         if not addresses:
-            raise JoinError("the invite carries no address to reach the room at")
-        problems = []
+            raise JoinError(
+                "the invite carries no address to reach the room at", JoinFailure.NO_ADDRESS
+            )
+        problems: list[tuple[str, str]] = []
         for address in addresses:
             try:
                 link = await self.plane.connect(address, issuer)
             except (OSError, MitalkError, trio.TooSlowError) as exc:
-                problems.append(f"{address}: {_describe_dial_error(exc)}")
+                problems.append((address, _describe_dial_error(exc)))
                 continue
             except Exception as exc:  # trio-websocket's connection errors
-                problems.append(f"{address}: {_describe_dial_error(exc)}")
+                problems.append((address, _describe_dial_error(exc)))
                 continue
             self.plane.learn(issuer, address)
             link.send(Channel.CORE, self.core.join_message(link.handshake_hash))
             break
         else:
-            raise JoinError("could not reach the room: " + "; ".join(problems))
+            described = "; ".join(f"{address}: {problem}" for address, problem in problems)
+            raise JoinError(
+                "could not reach the room: " + described, JoinFailure.UNREACHABLE, tuple(problems)
+            )
         with trio.move_on_after(self.config.join_timeout):
             await self.joined.wait()
         if self._refusal is not None:
-            raise JoinError(f"the room refused to let you in: {self._refusal}")
+            raise JoinError(
+                f"the room refused to let you in: {self._refusal}", JoinFailure.REFUSED
+            )
         if not self.joined.is_set():
             raise JoinError(
                 f"no answer from the room within {self.config.join_timeout:g} s "
-                f"(tried {', '.join(addresses)})"
+                f"(tried {', '.join(addresses)})",
+                JoinFailure.NO_ANSWER,
             )
 
 
 def _describe_dial_error(exc: BaseException) -> str:
+    leaves = leaf_exceptions(exc)
+    if len(leaves) == 1:
+        exc = leaves[0]
+    if isinstance(exc, WrongPeerError):
+        return (
+            f"not the room's host: it proved key {exc.actual.fingerprint}, but the invite is"
+            f" from {exc.expected.fingerprint}"
+        )
     text = str(exc)
     if isinstance(exc, ConnectionRefusedError) or "refused" in text.lower():
         return "connection refused (nothing is listening there)"
@@ -466,6 +526,7 @@ async def _run_peer(config: PeerConfig) -> AsyncIterator[RunningPeer]:
         )
         peer = RunningPeer(config, core, udp, plane, nursery)
         peer._shared_offset = time.monotonic() - trio.current_time()
+        udp.meter = config.media_meter
         holder.append(peer)
         await nursery.start(plane.serve, config.control_address)
         nursery.start_soon(peer._timer)

@@ -20,6 +20,7 @@ import attrs
 import trio
 
 from .addresses import format_address, parse_address
+from .media_meter import MediaMeter
 
 MAX_DATAGRAM = 65_535
 DEFAULT_MAX_BATCH = 256
@@ -79,6 +80,8 @@ class UdpEndpoint:
     # Destinations already parsed: a relay sends to the same few children 50 times a second.
     _destinations: dict[str, tuple[str, int]] = attrs.Factory(dict)
     _closed: bool = False
+    meter: MediaMeter | None = None
+    """Benchmark instrumentation (see :mod:`.media_meter`); None in normal use."""
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -94,8 +97,13 @@ class UdpEndpoint:
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the UDP endpoint is closed")
+            meter = self.meter
+            if meter is not None:
+                meter.draining()
             batch = self._drain(max_batch)
             if batch:
+                if meter is not None:
+                    meter.received(batch)
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return batch
             await trio.lowlevel.wait_readable(self._sock)
@@ -140,6 +148,8 @@ class UdpEndpoint:
             self._counts["send_errors"] += 1
             return False
         self._counts["datagrams_sent"] += 1
+        if self.meter is not None:
+            self.meter.sent(data)
         return True
 
     def _destination(self, address: str) -> tuple[str, int]:

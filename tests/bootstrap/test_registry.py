@@ -6,7 +6,15 @@ import attrs
 import pytest
 
 from bootstrap.announcement import create_withdrawal
-from bootstrap.registry import Outcome, Refusal, Registry, RegistryConfig, RegistryError
+from bootstrap.registry import (
+    Outcome,
+    Refusal,
+    Registry,
+    RegistryConfig,
+    RegistryError,
+    Stored,
+    Withdrawn,
+)
 from mitalk_p2p.core.identity import Identity
 from mitalk_p2p.core.term import Term
 from tests.bootstrap import HOST, MODERATOR, NOW, ROOM, STRANGER, make_announcement, room_id
@@ -106,11 +114,75 @@ def test_the_same_term_from_another_host_is_a_conflict() -> None:
     assert caught.value.code is Refusal.TERM_CONFLICT
 
 
-def test_a_moderator_may_renew_for_the_host() -> None:
+def test_a_moderator_may_announce_for_the_host_and_renew_its_own_announcement() -> None:
+    registry = Registry()
+    by_moderator = make_announcement(signer=MODERATOR, host=HOST)
+    assert registry.announce(by_moderator, NOW) is Outcome.ADDED
+    renewed = make_announcement(signer=MODERATOR, host=HOST, now=NOW + 1)
+    assert registry.announce(renewed, NOW + 1) is Outcome.REPLACED
+    by_host = make_announcement(now=NOW + 2)  # the host itself always may
+    assert registry.announce(by_host, NOW + 2) is Outcome.REPLACED
+
+
+def test_nobody_else_may_renew_a_room_at_its_term_even_for_its_host() -> None:
     registry = Registry()
     registry.announce(make_announcement(), NOW)
-    by_moderator = make_announcement(signer=MODERATOR, host=HOST, now=NOW + 1)
-    assert registry.announce(by_moderator, NOW + 1) is Outcome.REPLACED
+    for signer in (MODERATOR, STRANGER):  # the node cannot tell a moderator from a stranger
+        hijack = make_announcement(signer=signer, host=HOST, now=NOW + 1,
+                                   addresses=("203.0.113.66:4000",))
+        with pytest.raises(RegistryError) as caught:
+            registry.announce(hijack, NOW + 1)
+        assert caught.value.code is Refusal.NOT_AUTHORIZED
+    assert registry.lookup_id(ROOM, NOW + 1) == make_announcement()
+    assert refused(registry, Refusal.NOT_AUTHORIZED) == 2
+
+
+def test_a_higher_term_from_another_key_must_be_signed_by_its_own_host() -> None:
+    registry = Registry()
+    registry.announce(make_announcement(), NOW)
+    successor = Identity.from_seed(bytes([9]) * 32, "successor")
+    for forged in (
+        make_announcement(signer=STRANGER, host=HOST, term=SECOND_TERM),  # for the old host
+        make_announcement(signer=STRANGER, host=successor, term=SECOND_TERM),  # for another
+    ):
+        with pytest.raises(RegistryError) as caught:
+            registry.announce(forged, NOW)
+        assert caught.value.code is Refusal.NOT_HOST_SIGNED
+    # The host itself (or its announcement's signer) may move on to a higher term,
+    # and a successor announcing for itself takes over.
+    assert registry.announce(make_announcement(term=SECOND_TERM), NOW) is Outcome.REPLACED
+    third = SECOND_TERM.successor(rank=0, list_seq=9)
+    taken = make_announcement(signer=successor, term=third)
+    assert registry.announce(taken, NOW) is Outcome.REPLACED
+    assert registry.lookup_id(ROOM, NOW) == taken
+
+
+def test_changes_are_queued_only_when_asked_for() -> None:
+    quiet = Registry()
+    quiet.announce(make_announcement(), NOW)
+    assert quiet.take_changes() == []
+    registry = Registry(record_changes=True)
+    ann = make_announcement()
+    registry.announce(ann, NOW)
+    registry.announce(ann, NOW)  # kept: no change
+    withdrawal = create_withdrawal(HOST, room_id=ROOM, term=Term.first(), now=NOW)
+    registry.withdraw(withdrawal, NOW)
+    assert registry.take_changes() == [Stored(ann), Withdrawn(withdrawal)]
+    assert registry.take_changes() == []
+
+
+def test_a_restored_withdrawal_still_refuses_replays() -> None:
+    registry = Registry()
+    withdrawal = create_withdrawal(HOST, room_id=ROOM, term=Term.first(), now=NOW + 10)
+    assert registry.restore_withdrawal(withdrawal, NOW + 20)
+    with pytest.raises(RegistryError) as caught:
+        registry.announce(make_announcement(), NOW + 20)
+    assert caught.value.code is Refusal.WITHDRAWN
+    assert not registry.restore_withdrawal(withdrawal, NOW + 10 + 3600 + 61)  # too old
+    forged = attrs.evolve(withdrawal, withdrawn_at=NOW + 11)
+    with pytest.raises(RegistryError) as caught:
+        registry.restore_withdrawal(forged, NOW + 20)
+    assert caught.value.code is Refusal.BAD_SIGNATURE
 
 
 def test_a_full_registry_refuses_new_rooms_until_one_expires() -> None:

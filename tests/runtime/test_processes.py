@@ -16,47 +16,17 @@ import io
 import json
 import signal
 import time
-import wave
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import trio
 
 from mitalk_p2p.live_demo import DATA, Conductor, parents_at, summarize_reports
 
+from ..audio_match import aligned_correlation, received_after
+
 LISTENERS = 6
 MIN_CORRELATION = 0.9
 HEAL_BOUND = 1.0
-
-
-def _read_wav(path: Path) -> tuple[int, np.ndarray[Any, np.dtype[np.float64]]]:
-    with wave.open(str(path)) as wav:
-        rate = wav.getframerate()
-        samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
-    return rate, samples.astype(np.float64)
-
-
-def _aligned_correlation(source: Path, heard: Path, start: float, seconds: float) -> float:
-    """Normalized cross-correlation of ``seconds`` of ``heard`` (from ``start``) with the
-    source looped twice, at the lag where they match best."""
-    rate, raw = _read_wav(source)
-    heard_rate, received = _read_wav(heard)
-    assert heard_rate == 48_000
-    upsampled = np.interp(np.arange(len(raw) * 48_000 // rate) * rate / 48_000,
-                          np.arange(len(raw)), raw)  # fmt: skip
-    segment = received[int(start * 48_000) : int((start + seconds) * 48_000)]
-    assert len(segment) == int(seconds * 48_000), "the listener's file is too short"
-    looped = np.concatenate([upsampled, upsampled])
-    scores = np.correlate(looped, segment, mode="valid")
-    lag = int(np.argmax(scores))
-    reference = looped[lag : lag + len(segment)]
-    return float(np.dot(reference, segment) / np.sqrt(np.dot(reference, reference)
-                                                       * np.dot(segment, segment)))  # fmt: skip
-
-
-def _received_after(report: dict[str, Any], moment: float) -> int:
-    return sum(1 for _, _, at in report["received"] if at > moment)
 
 
 async def test_six_listener_processes_hear_the_host_then_survive_a_kick_and_a_relay_kill(
@@ -144,12 +114,12 @@ async def _judge(c: Conductor, source: Path) -> None:
     for name in reports:
         if name in ("Host", c.kicked):
             continue
-        correlation = _aligned_correlation(source, c.output / f"{name}.wav", 1.5, 2.0)
+        correlation = aligned_correlation(source, c.output / f"{name}.wav", 1.5, 2.0)
         assert correlation >= MIN_CORRELATION, f"{name}: correlation {correlation:.3f}"
 
     assert c.kicked is not None and c.kick_time is not None
     kicked = reports[c.kicked]
-    assert _received_after(kicked, c.kick_time) == 0
+    assert received_after(kicked, c.kick_time) == 0
     assert c.peers[c.kicked].process.returncode == 1
 
     assert c.kill_time is not None
