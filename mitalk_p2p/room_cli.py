@@ -102,6 +102,18 @@ def address(text: str) -> str:
     return text
 
 
+def bootstrap_node(text: str) -> str:
+    """A bootstrap node: ``HOST:PORT`` or ``ws://HOST:PORT/`` (as the node prints it)."""
+    if text.startswith("ws://"):
+        address(text.removeprefix("ws://").split("/", 1)[0])
+        return text
+    if "://" in text:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: bootstrap nodes are reached at HOST:PORT or ws://HOST:PORT/"
+        )
+    return address(text)
+
+
 def role(text: str) -> Role:
     try:
         parsed = Role.parse(text)
@@ -192,9 +204,9 @@ def _room_options(parser: argparse.ArgumentParser) -> None:
     net.add_argument(
         "--bootstrap",
         action="append",
-        type=address,
+        type=bootstrap_node,
         default=[],
-        metavar="HOST:PORT",
+        metavar="HOST:PORT|URL",
         help="a bootstrap node to announce the room to / find it through (repeatable)",
     )
     net.add_argument(
@@ -770,10 +782,16 @@ class TrackFiles:
 def _run_room(
     args: argparse.Namespace, ctx: _Context, identity: Identity, room: HostRoom | JoinRoom
 ) -> int:
-    try:
-        parse_address(args.listen, any_port=True)
-    except AddressError as exc:
-        raise MitalkError(f"--listen: {exc}") from None
+    from .runtime.interfaces import dialable_address
+
+    for option in ("listen", "media"):
+        value = getattr(args, option)
+        if value is None:
+            continue
+        try:
+            setattr(args, option, dialable_address(value))
+        except AddressError as exc:
+            raise MitalkError(f"--{option}: {exc}") from None
     return trio.run(_room_main, args, ctx, identity, room)
 
 
