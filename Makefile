@@ -114,7 +114,18 @@ sysdeps:
 	echo "Installing system packages: $${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update
+	# The tests start their own avahi-daemon inside a network namespace.  Installing the
+	# package must not start (or enable) the system's one, which would speak mDNS on the
+	# real network: policy-rc.d refuses service starts for the duration of the install.
+	guard=/usr/sbin/policy-rc.d
+	if [ ! -e "$$guard" ]; then
+	    printf '#!/bin/sh\nexit 101\n' > "$$guard" && chmod 755 "$$guard"
+	    trap 'rm -f "$$guard"' EXIT
+	fi
 	$(APT_INSTALL) "$${missing[@]}"
+	if [[ " $${missing[*]} " == *" avahi-daemon "* ]] && command -v systemctl >/dev/null; then
+	    systemctl disable avahi-daemon.service avahi-daemon.socket >/dev/null 2>&1 || true
+	fi
 
 # An existing, working virtualenv is kept as it is.
 $(VENV_STAMP): | sysdeps
