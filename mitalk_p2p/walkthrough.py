@@ -226,7 +226,7 @@ def run(out: TextIO) -> int:
         f"(timeout {CONFIG.host_timeout:.0f}s + rank 0 × Δ)"
     )
 
-    tour.section("10. A split keeps a moderator on each side; the heal merges them")
+    tour.section("10. A peer cut off alone doesn't take over; the heal brings it back")
     fay = tour.person("fay")
     fay_invite = create_invite(
         cat,
@@ -251,7 +251,10 @@ def run(out: TextIO) -> int:
     alive = [tour.replicas[n] for n in ("bob", "cat", "fay")]
     digests = {r.state.digest().hex()[:16] for r in alive if r.state}
     leaders = {tour.names[r.leader] for r in alive if r.leader}
-    tour.say("healed: the higher term wins, the losing side's members are merged in")
+    tour.say(
+        "bob, alone, asked for a pre-vote and got no grant, so he never claimed; "
+        "healed, he follows cat again and fay, who joined meanwhile, is in his roster"
+    )
     tour.say(f"moderator(s) {sorted(leaders)}, room digest(s) {sorted(digests)}")
 
     ok = len(digests) == 1 and len(leaders) == 1

@@ -33,7 +33,7 @@ def test_walkthrough_tells_the_whole_story_and_converges(
         "join refused (banned)",
         "{'forged': 1}",
         "term 2.0 begins; cat now moderates",
-        "moderator(s) ['bob']",
+        "moderator(s) ['cat']",
         "dropped it unplayed: not-on-floor x4",
         "they open 0 of the new frames",
     ):

@@ -13,6 +13,9 @@ made for one purpose never verifies for another.
   replica that diverged notices.
 * :class:`Claim`: a successor takes over; carries the signed successor list
   it claims from.
+* :class:`PreVoteRequest` / :class:`PreVoteAnswer`: before claiming for a
+  silent host, a successor asks the members it knows whether they too have
+  lost the host; it claims only once another member grants (Raft's PreVote).
 * :class:`Snapshot`: the whole room state signed by the host, plus the claims
   that lead to its term (the lineage) so a replica on an older term can check it.
 """
@@ -50,6 +53,8 @@ class Kind(enum.IntEnum):
     JOIN = 7
     JOIN_REFUSED = 8
     MERGE_OFFER = 9
+    PRE_VOTE_REQUEST = 10
+    PRE_VOTE_ANSWER = 11
 
 
 def _key(r: Reader) -> PublicKey:
@@ -264,20 +269,185 @@ class Claim:
         """Check the claim against the previous term's host; return a reason if it fails."""
         if not self.claimant.verify(Domain.CLAIM, self.body, self.signature):
             return "claim signature does not verify"
-        entry = self.successors_entry
-        if entry.room_id != self.room_id or entry.term != self.prev_term:
-            return "successor list is from another room or term"
-        if not entry.signed_by(prev_host):
-            return "successor list is not signed by the previous host"
-        op = entry.request.op
-        if not isinstance(op, SetSuccessors) or entry.request.author != prev_host:
-            return "claim does not carry a successor list"
-        rank = self.new_term.rank
-        if rank >= len(op.successors) or op.successors[rank] != self.claimant:
-            return "claimant does not hold the rank it claims"
-        if self.new_term != self.prev_term.successor(rank, entry.seq):
-            return "claimed term does not follow the previous term"
-        return None
+        return rank_problem(
+            self.successors_entry,
+            room_id=self.room_id,
+            claimant=self.claimant,
+            prev_term=self.prev_term,
+            new_term=self.new_term,
+            prev_host=prev_host,
+        )
+
+
+def rank_problem(
+    entry: LogEntry,
+    *,
+    room_id: RoomId,
+    claimant: PublicKey,
+    prev_term: Term,
+    new_term: Term,
+    prev_host: PublicKey,
+) -> str | None:
+    """Why ``entry`` does not entitle ``claimant`` to ``new_term`` after ``prev_term``, if so.
+
+    ``entry`` must be ``prev_host``'s signed successor list of ``prev_term``
+    naming ``claimant`` at ``new_term.rank``, and ``new_term`` the term that rank
+    claims from that list.
+    """
+    if entry.room_id != room_id or entry.term != prev_term:
+        return "successor list is from another room or term"
+    if not entry.signed_by(prev_host):
+        return "successor list is not signed by the previous host"
+    op = entry.request.op
+    if not isinstance(op, SetSuccessors) or entry.request.author != prev_host:
+        return "claim does not carry a successor list"
+    rank = new_term.rank
+    if rank >= len(op.successors) or op.successors[rank] != claimant:
+        return "claimant does not hold the rank it claims"
+    if new_term != prev_term.successor(rank, entry.seq):
+        return "claimed term does not follow the previous term"
+    return None
+
+
+@attrs.frozen
+class PreVoteRequest:
+    """Successor ``candidate`` would claim ``term`` after ``prev_term``: does the voter agree?
+
+    Sent when the candidate's host-silence timer fires, before any claim.  It
+    carries the previous host's signed successor list, as a :class:`Claim`
+    does, so a voter can check the rank without trusting the candidate.
+    ``attempt`` numbers the candidate's requests; an answer echoes it, so a
+    grant from an earlier silence never counts for a later one.
+    """
+
+    room_id: RoomId
+    term: Term
+    candidate: PublicKey
+    prev_term: Term
+    attempt: int
+    successors_entry: LogEntry
+    body: bytes = attrs.field(repr=False)
+    signature: bytes = attrs.field(repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        candidate: Identity,
+        *,
+        room_id: RoomId,
+        term: Term,
+        prev_term: Term,
+        attempt: int,
+        successors_entry: LogEntry,
+    ) -> PreVoteRequest:
+        w = Writer().fixed(room_id.raw, ROOM_ID_SIZE)
+        term.encode(w)
+        w.fixed(candidate.public_key.raw, PUBLIC_KEY_SIZE)
+        prev_term.encode(w)
+        w.u64(attempt).blob32(successors_entry.encode())
+        body = w.getvalue()
+        return cls(
+            room_id,
+            term,
+            candidate.public_key,
+            prev_term,
+            attempt,
+            successors_entry,
+            body,
+            candidate.sign(Domain.PRE_VOTE, body),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> PreVoteRequest:
+        body, signature, r = _split_signed(data, "pre-vote request")
+        room_id, term, candidate, prev_term = _room(r), Term.decode(r), _key(r), Term.decode(r)
+        attempt = r.u64()
+        entry = LogEntry.decode(r.blob32(MAX_MESSAGE_SIZE))
+        r.finish()
+        return cls(room_id, term, candidate, prev_term, attempt, entry, body, signature)
+
+    def encode(self) -> bytes:
+        return _join_signed(self.body, self.signature)
+
+    def signature_valid(self) -> bool:
+        return self.candidate.verify(Domain.PRE_VOTE, self.body, self.signature)
+
+    def rank_problem(self, prev_host: PublicKey) -> str | None:
+        """Why the candidate may not claim :attr:`term` after ``prev_host``, if it may not."""
+        return rank_problem(
+            self.successors_entry,
+            room_id=self.room_id,
+            claimant=self.candidate,
+            prev_term=self.prev_term,
+            new_term=self.term,
+            prev_host=prev_host,
+        )
+
+
+@attrs.frozen
+class PreVoteAnswer:
+    """``voter``'s answer to ``candidate``'s pre-vote ``attempt`` for ``term``.
+
+    ``granted`` means the voter, too, has heard nothing from the host of the
+    candidate's previous term for the host timeout.  A refusal is only sent by
+    a voter that is behind (``voter_term`` older than the candidate's term), so
+    the candidate can send it the claims it missed; a voter that still hears
+    the host sends nothing.
+    """
+
+    room_id: RoomId
+    voter: PublicKey
+    candidate: PublicKey
+    term: Term
+    attempt: int
+    granted: bool
+    voter_term: Term
+    body: bytes = attrs.field(repr=False)
+    signature: bytes = attrs.field(repr=False)
+
+    @classmethod
+    def create(
+        cls,
+        voter: Identity,
+        *,
+        room_id: RoomId,
+        candidate: PublicKey,
+        term: Term,
+        attempt: int,
+        granted: bool,
+        voter_term: Term,
+    ) -> PreVoteAnswer:
+        w = Writer().fixed(room_id.raw, ROOM_ID_SIZE)
+        w.fixed(voter.public_key.raw, PUBLIC_KEY_SIZE).fixed(candidate.raw, PUBLIC_KEY_SIZE)
+        term.encode(w)
+        w.u64(attempt).boolean(granted)
+        voter_term.encode(w)
+        body = w.getvalue()
+        return cls(
+            room_id,
+            voter.public_key,
+            candidate,
+            term,
+            attempt,
+            granted,
+            voter_term,
+            body,
+            voter.sign(Domain.PRE_VOTE_ANSWER, body),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> PreVoteAnswer:
+        body, signature, r = _split_signed(data, "pre-vote answer")
+        room_id, voter, candidate, term = _room(r), _key(r), _key(r), Term.decode(r)
+        attempt, granted, voter_term = r.u64(), r.boolean(), Term.decode(r)
+        r.finish()
+        return cls(room_id, voter, candidate, term, attempt, granted, voter_term, body, signature)
+
+    def encode(self) -> bytes:
+        return _join_signed(self.body, self.signature)
+
+    def signature_valid(self) -> bool:
+        return self.voter.verify(Domain.PRE_VOTE_ANSWER, self.body, self.signature)
 
 
 @attrs.frozen
@@ -400,6 +570,8 @@ Message: TypeAlias = (
     | LogEntry
     | Heartbeat
     | Claim
+    | PreVoteRequest
+    | PreVoteAnswer
     | Snapshot
     | SnapshotRequest
     | JoinRequest
@@ -411,6 +583,8 @@ _KINDS: dict[type, Kind] = {
     LogEntry: Kind.ENTRY,
     Heartbeat: Kind.HEARTBEAT,
     Claim: Kind.CLAIM,
+    PreVoteRequest: Kind.PRE_VOTE_REQUEST,
+    PreVoteAnswer: Kind.PRE_VOTE_ANSWER,
     SnapshotRequest: Kind.SNAPSHOT_REQUEST,
     JoinRequest: Kind.JOIN,
     JoinRefused: Kind.JOIN_REFUSED,
@@ -451,6 +625,8 @@ _DECODERS: dict[Kind, Callable[[bytes], Message]] = {
     Kind.ENTRY: LogEntry.decode,
     Kind.HEARTBEAT: Heartbeat.decode,
     Kind.CLAIM: Claim.decode,
+    Kind.PRE_VOTE_REQUEST: PreVoteRequest.decode,
+    Kind.PRE_VOTE_ANSWER: PreVoteAnswer.decode,
     Kind.SNAPSHOT: Snapshot.decode,
     Kind.MERGE_OFFER: Snapshot.decode,
     Kind.SNAPSHOT_REQUEST: SnapshotRequest.decode,
@@ -459,4 +635,13 @@ _DECODERS: dict[Kind, Callable[[bytes], Message]] = {
 }
 # Messages that decode to frozen values, which peers sharing a memo may share.
 # A snapshot carries a mutable RoomState, so every peer parses its own.
-_IMMUTABLE_KINDS = frozenset({Kind.REQUEST, Kind.ENTRY, Kind.HEARTBEAT, Kind.CLAIM})
+_IMMUTABLE_KINDS = frozenset(
+    {
+        Kind.REQUEST,
+        Kind.ENTRY,
+        Kind.HEARTBEAT,
+        Kind.CLAIM,
+        Kind.PRE_VOTE_REQUEST,
+        Kind.PRE_VOTE_ANSWER,
+    }
+)

@@ -32,6 +32,8 @@ class Domain(bytes, enum.Enum):
     REQUEST = b"mitalk/v1/member-request"
     ENTRY = b"mitalk/v1/log-entry"
     CLAIM = b"mitalk/v1/succession-claim"
+    PRE_VOTE = b"mitalk/v1/succession-pre-vote"
+    PRE_VOTE_ANSWER = b"mitalk/v1/succession-pre-vote-answer"
     SNAPSHOT = b"mitalk/v1/room-snapshot"
     HEARTBEAT = b"mitalk/v1/heartbeat"
     MEDIA_FRAME = b"mitalk/v1/media-frame"

@@ -12,6 +12,31 @@ applies the same entries in the same order.  Everything a replica receives is
 checked (signature, room, term, order, authority) and every refusal is counted
 in :meth:`RoomReplica.statistics`.  Nothing a remote peer sends raises out of
 :meth:`RoomReplica.receive`.
+
+Succession.  A host that leaves with a signed leave is replaced at once:
+successor *k* of the signed successor list claims after k×Δ.  A host that goes
+silent is replaced only with a **pre-vote** (Raft's PreVote, for the same
+"disruptive rejoining server" problem): when successor *k*'s silence timer
+fires it does not claim but asks every member it knows whether they, too, have
+heard nothing from the host for ``host_timeout``.  A member grants only then
+(it holds the request until its own silence reaches the timeout, and drops it
+if the host speaks first), and only to a member whose rank the request proves
+with the host's signed successor list.  The successor claims on its first grant
+from another member, and without one it asks again with backoff, for as long as
+the silence lasts.  So a successor cut off alone never claims: when its network
+comes back the room still has its host, at the same term.  One grant is enough,
+not a majority: the design keeps a moderator on each side of a split and heals
+to one host by the term order, so the pre-vote only has to tell "the host is
+gone" from "I am cut off".  The price: in a room of a host and one listener the
+listener has nobody to ask, so it never claims for a silent host (there is
+nobody it could moderate); a signed leave still hands that room over.
+
+Other answers to a pre-vote: the host answers with a heartbeat; a member on a
+newer term sends the claims that lead to it; a member on an older term says so
+and the asker sends it those claims.  A member that is itself asking for a
+better term refuses, so two successors that reach each other make one claim,
+not two; a member whose term was claimed from an older successor list than the
+asker's grants, since the asker's claim wins the merge anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +55,8 @@ from .control import (
     Kind,
     LogEntry,
     Message,
+    PreVoteAnswer,
+    PreVoteRequest,
     SignedRequest,
     Snapshot,
     SnapshotRequest,
@@ -79,6 +106,10 @@ class RoomConfig:
     """Seconds of silence from the host after which successors start to take over."""
     succession_step: float = 1.0
     """Δ: successor *k* waits k×Δ longer than successor 0 before claiming."""
+    pre_vote_retry: float = 1.0
+    """Seconds a successor waits for a pre-vote grant before asking again; doubles per round."""
+    pre_vote_retry_max: float = 8.0
+    """The longest wait between two pre-vote rounds of one silence."""
     reorder_window: int = 64
     """Log entries held while an earlier one is missing; beyond this, resync."""
     resync_backoff: float = 1.0
@@ -118,11 +149,34 @@ class RoomStatistics:
     claims_made: int
     claims_accepted: int
     merges: int
+    pre_votes_requested: int
+    """Pre-vote rounds this replica sent as a successor of a silent host."""
+    pre_votes_granted: int
+    """Grants this replica gave to other successors."""
+    pre_votes_refused: int
+    """Genuine pre-vote requests this replica did not grant (it heard the host, or its term
+    differs)."""
+    pre_vote_grants_received: int
+    """Genuine grants from members, including late ones that no longer led to a claim."""
     rejected: dict[str, int]
 
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+
+@attrs.define
+class _PreVoteRound:
+    """A successor's pre-votes for one silence of the host."""
+
+    term: Term
+    """The term the successor would claim."""
+    deadline: float
+    """The claim deadline this round belongs to; a host contact moves it and ends the round."""
+    first_attempt: int = attrs.field(kw_only=True)
+    """Answers to earlier attempts belong to an earlier silence."""
+    next_attempt: float = attrs.field(kw_only=True)
+    backoff: float = attrs.field(kw_only=True)
 
 
 @attrs.define(eq=False, repr=False)
@@ -154,6 +208,10 @@ class RoomReplica:
     _snapshot_pending_for: PublicKey | None = None
     _behind_at: int | None = None
     _merge_offered: set[tuple[Term, PublicKey]] = attrs.Factory(set)
+    _pre_vote: _PreVoteRound | None = None
+    _pre_vote_attempts: int = 0
+    _held_votes: dict[PublicKey, PreVoteRequest] = attrs.Factory(dict)
+    """Pre-vote requests waiting until this replica, too, has heard no host for the timeout."""
     _counts: collections.Counter[str] = attrs.Factory(collections.Counter)
     _rejections: collections.Counter[str] = attrs.Factory(collections.Counter)
 
@@ -223,6 +281,10 @@ class RoomReplica:
             claims_made=c["claims_made"],
             claims_accepted=c["claims_accepted"],
             merges=c["merges"],
+            pre_votes_requested=c["pre_votes_requested"],
+            pre_votes_granted=c["pre_votes_granted"],
+            pre_votes_refused=c["pre_votes_refused"],
+            pre_vote_grants_received=c["pre_vote_grants_received"],
             rejected=dict(self._rejections),
         )
 
@@ -242,7 +304,19 @@ class RoomReplica:
             return None
         if self.is_host:
             return self._next_heartbeat
-        return self._successor_deadline()
+        deadline = self._successor_deadline()
+        round_ = self._pre_vote
+        if (
+            deadline is not None
+            and round_ is not None
+            and round_.deadline == deadline
+            and self._vacant_since is None
+        ):
+            deadline = max(deadline, round_.next_attempt)
+        if self._held_votes:
+            due = self._last_host_contact + self.config.host_timeout
+            deadline = due if deadline is None else min(deadline, due)
+        return deadline
 
     def __repr__(self) -> str:
         term = self.state.term if self.state else "-"
@@ -312,9 +386,15 @@ class RoomReplica:
             if now >= self._next_heartbeat:
                 self._send_heartbeat(now)
             return
+        if self._held_votes:
+            self._grant_held_votes(now)
         deadline = self._claim_deadline()
-        if deadline is not None and now >= deadline:
-            self._claim(now)
+        if deadline is None or now < deadline:
+            return
+        if self._vacant_since is not None:
+            self._claim(now)  # a signed leave: no pre-vote
+        else:
+            self._ask_for_pre_votes(now, deadline)
 
     # --- dispatch ----------------------------------------------------------------
 
@@ -348,6 +428,10 @@ class RoomReplica:
             self._on_heartbeat(message, sender, now)
         elif isinstance(message, Claim):
             self._on_claim(message, now)
+        elif isinstance(message, PreVoteRequest):
+            self._on_pre_vote_request(message, sender, now)
+        elif isinstance(message, PreVoteAnswer):
+            self._on_pre_vote_answer(message, sender, now)
         elif isinstance(message, SnapshotRequest):
             self._on_snapshot_request(message, sender)
 
@@ -524,13 +608,17 @@ class RoomReplica:
         if not self.is_host:
             raise Rejected(RejectReason.UNAUTHORIZED, "only the host serves snapshots")
         if sender in self.state.banned:
-            # A peer kicked while it was away learns that, and nothing about the room.
-            notice = self._snapshot(self.state.redacted_for(sender))
-            self._outbound.append(SendTo(sender, encode_message(notice)))
+            self._send_kick_notice(sender)
             return
         if sender not in self.state.members:
             raise Rejected(RejectReason.NOT_MEMBER, "snapshot requested by a non-member")
         self._send_snapshot(sender)
+
+    def _send_kick_notice(self, peer: PublicKey) -> None:
+        """A peer kicked while it was away learns that, and nothing about the room."""
+        assert self.state is not None
+        notice = self._snapshot(self.state.redacted_for(peer))
+        self._outbound.append(SendTo(peer, encode_message(notice)))
 
     def _on_merge_offer(self, offer: Snapshot, now: float) -> None:
         """Re-admit members of a losing branch after a partition heals."""
@@ -582,7 +670,7 @@ class RoomReplica:
             raise Rejected(RejectReason.OUT_OF_ORDER, f"entry from unknown term {entry.term}")
         if self.leader is None or not entry.signed_by(self.leader):
             raise Rejected(RejectReason.FORGED, "entry is not signed by this term's host")
-        self._last_host_contact = now
+        self._heard_host(now)
         if entry.seq <= state.seq:
             raise Rejected(RejectReason.REPLAYED, f"entry {entry.seq} was already applied")
         if entry.seq > state.seq + 1:
@@ -645,7 +733,7 @@ class RoomReplica:
             return
         if heartbeat.host != self.leader:
             raise Rejected(RejectReason.FORGED, "heartbeat is not from this term's host")
-        self._last_host_contact = now
+        self._heard_host(now)
         self._last_heartbeat_seen = heartbeat
         if heartbeat.seq > state.seq:
             # Held entries may still be in flight; a gap that outlives a heartbeat is a loss.
@@ -720,7 +808,7 @@ class RoomReplica:
         self._remember_host(snapshot.term, snapshot.host)
         self._pending_entries.clear()
         self._successors_entry = _valid_successors_entry(snapshot, incoming)
-        self._last_host_contact = now
+        self._heard_host(now)
         self._vacant_since = None
         self._last_resync_request = float("-inf")
         self._counts["snapshots_installed"] += 1
@@ -804,7 +892,7 @@ class RoomReplica:
         self._pending_entries.clear()
         self._successors_entry = None
         self._vacant_since = None
-        self._last_host_contact = now
+        self._heard_host(now)
         self._next_heartbeat = now
         self._events.append(TermStarted(claim.new_term, claim.claimant))
 
@@ -834,6 +922,199 @@ class RoomReplica:
         self._adopt_claim(claim, now)
         if not in_step:
             self._request_resync(claim.claimant, now)
+
+    # --- pre-vote ------------------------------------------------------------------
+
+    def _heard_host(self, now: float) -> None:
+        """The host of our term spoke (or a new term began): any silence is over."""
+        self._last_host_contact = now
+        self._pre_vote = None
+        if self._held_votes:
+            self._counts["pre_votes_refused"] += len(self._held_votes)
+            self._held_votes.clear()
+
+    def _host_silent(self, now: float) -> bool:
+        """Whether this replica, too, has heard nothing from the host for the timeout."""
+        if self._vacant_since is not None:
+            return True
+        return now >= self._last_host_contact + self.config.host_timeout
+
+    def _ask_for_pre_votes(self, now: float, deadline: float) -> None:
+        """The host is silent and it is our turn: ask the members, not the room, first."""
+        state = self.state
+        entry = self._successors_entry
+        rank = self._signed_rank()
+        assert state is not None and entry is not None and rank is not None
+        term = state.term.successor(rank, entry.seq)
+        round_ = self._pre_vote
+        if round_ is None or round_.deadline != deadline or round_.term != term:
+            round_ = _PreVoteRound(
+                term,
+                deadline,
+                first_attempt=self._pre_vote_attempts + 1,
+                next_attempt=now,
+                backoff=self.config.pre_vote_retry,
+            )
+            self._pre_vote = round_
+        if now < round_.next_attempt:
+            return
+        self._pre_vote_attempts += 1
+        request = PreVoteRequest.create(
+            self.identity,
+            room_id=self.room_id,
+            term=term,
+            prev_term=state.term,
+            attempt=self._pre_vote_attempts,
+            successors_entry=entry,
+        )
+        # The silent host is asked too: if it is alive, its answer is a heartbeat.
+        recipients = tuple(sorted(k for k in state.members if k != self.me))
+        if recipients:
+            self._outbound.append(Broadcast(recipients, encode_message(request)))
+        self._counts["pre_votes_requested"] += 1
+        logger.info(
+            "host silent: asking %d member(s) to pre-vote for term %s (attempt %d)",
+            len(recipients),
+            term,
+            self._pre_vote_attempts,
+        )
+        round_.next_attempt = now + round_.backoff
+        round_.backoff = min(round_.backoff * 2, self.config.pre_vote_retry_max)
+
+    def _on_pre_vote_request(self, request: PreVoteRequest, sender: PublicKey, now: float) -> None:
+        state = self.state
+        assert state is not None
+        if request.room_id != self.room_id:
+            raise Rejected(RejectReason.WRONG_ROOM, "pre-vote request for another room")
+        if request.candidate != sender:
+            raise Rejected(RejectReason.FORGED, "pre-vote request not sent by its candidate")
+        if not request.signature_valid():
+            raise Rejected(RejectReason.FORGED, "pre-vote request signature does not verify")
+        if request.candidate in state.banned:
+            if self.is_host:
+                self._send_kick_notice(sender)
+            raise Rejected(RejectReason.UNAUTHORIZED, "pre-vote request from a banned peer")
+        if request.prev_term > state.term:
+            # We missed a succession: say so, and the asker sends us the claims.
+            self._counts["pre_votes_refused"] += 1
+            self._answer_pre_vote(request, granted=False)
+            return
+        if request.prev_term < state.term and self._outranked_by(request):
+            # Our term was claimed from an older successor list than the asker holds:
+            # its claim would beat ours, and our branch merges into it.
+            self._answer_pre_vote(request, granted=True)
+            return
+        if request.prev_term < state.term or self.is_host:
+            if request.candidate not in state.members:
+                raise Rejected(RejectReason.NOT_MEMBER, "pre-vote request from a non-member")
+            self._counts["pre_votes_refused"] += 1
+            if self.is_host:
+                # We are alive: the answer is a heartbeat, which ends the asker's silence.
+                heartbeat = Heartbeat.create(
+                    self.identity, self.room_id, state.term, state.seq, state.digest()
+                )
+                self._outbound.append(SendTo(sender, encode_message(heartbeat)))
+            else:
+                # The asker missed a succession: send it the claims that lead to ours.
+                self._send_claims_after(sender, request.prev_term)
+            return
+        # Our term: the host's signed list proves the rank, and with it the membership
+        # (a member admitted while we were cut off is in the list, not yet in our roster).
+        prev_host = self.leader
+        problem = request.rank_problem(prev_host) if prev_host is not None else "no host is known"
+        if problem is not None:
+            raise Rejected(RejectReason.FORGED, f"pre-vote request: {problem}")
+        own = self._pre_vote
+        if own is not None and own.term > request.term and own.deadline == self._claim_deadline():
+            # We are asking for a better term ourselves; the asker will grant us instead.
+            self._counts["pre_votes_refused"] += 1
+            return
+        if self._host_silent(now):
+            self._answer_pre_vote(request, granted=True)
+        else:
+            self._held_votes[sender] = request
+
+    def _outranked_by(self, request: PreVoteRequest) -> bool:
+        """Whether ``request`` proves a claim from a fresher successor list than our term's.
+
+        Such a claim wins the merge anyway (terms order by the list they were
+        claimed from); granting it lets the asker, who may be missing from our
+        roster because it was admitted after our claimant's list, reunite the room.
+        """
+        state = self.state
+        assert state is not None
+        term, ours = request.term, state.term
+        if term.epoch != ours.epoch or term.list_seq <= ours.list_seq:
+            return False
+        prev_host = self._known_hosts.get(request.prev_term)
+        return prev_host is not None and request.rank_problem(prev_host) is None
+
+    def _grant_held_votes(self, now: float) -> None:
+        if not self._host_silent(now):
+            return
+        state = self.state
+        assert state is not None
+        for candidate, request in self._held_votes.items():
+            if request.prev_term == state.term and candidate not in state.banned:
+                self._answer_pre_vote(request, granted=True)
+            else:
+                self._counts["pre_votes_refused"] += 1
+        self._held_votes.clear()
+
+    def _answer_pre_vote(self, request: PreVoteRequest, *, granted: bool) -> None:
+        assert self.state is not None
+        answer = PreVoteAnswer.create(
+            self.identity,
+            room_id=self.room_id,
+            candidate=request.candidate,
+            term=request.term,
+            attempt=request.attempt,
+            granted=granted,
+            voter_term=self.state.term,
+        )
+        self._outbound.append(SendTo(request.candidate, encode_message(answer)))
+        if granted:
+            self._counts["pre_votes_granted"] += 1
+            logger.info(
+                "granting %s a pre-vote for term %s", request.candidate.fingerprint, request.term
+            )
+
+    def _send_claims_after(self, peer: PublicKey, term: Term) -> None:
+        for claim in self._lineage:
+            if claim.new_term > term:
+                self._outbound.append(SendTo(peer, encode_message(claim)))
+
+    def _on_pre_vote_answer(self, answer: PreVoteAnswer, sender: PublicKey, now: float) -> None:
+        state = self.state
+        assert state is not None
+        if answer.room_id != self.room_id:
+            raise Rejected(RejectReason.WRONG_ROOM, "pre-vote answer for another room")
+        if answer.voter != sender:
+            raise Rejected(RejectReason.FORGED, "pre-vote answer not sent by its voter")
+        if answer.candidate != self.me:
+            raise Rejected(RejectReason.INVALID, "pre-vote answer for another candidate")
+        if not answer.signature_valid():
+            raise Rejected(RejectReason.FORGED, "pre-vote answer signature does not verify")
+        if answer.voter not in state.members:
+            raise Rejected(RejectReason.NOT_MEMBER, "pre-vote answer from a non-member")
+        if not answer.granted:
+            if answer.voter_term < state.term:
+                self._send_claims_after(sender, answer.voter_term)
+            return
+        self._counts["pre_vote_grants_received"] += 1
+        round_ = self._pre_vote
+        deadline = self._claim_deadline()
+        if (
+            round_ is None
+            or deadline is None
+            or now < deadline
+            or round_.deadline != deadline
+            or answer.term != round_.term
+            or not round_.first_attempt <= answer.attempt <= self._pre_vote_attempts
+        ):
+            return  # a late grant: the silence it answered is over
+        logger.info("pre-vote granted by %s: claiming", answer.voter.fingerprint)
+        self._claim(now)
 
     def _remember_host(self, term: Term, host: PublicKey | None) -> None:
         if host is None:

@@ -28,6 +28,8 @@ from mitalk_p2p.core.control import (
     Kind,
     LogEntry,
     Message,
+    PreVoteAnswer,
+    PreVoteRequest,
     SignedRequest,
     Snapshot,
     SnapshotRequest,
@@ -163,6 +165,14 @@ def scenario() -> Scenario:
 
     successor = fresh(bob)
     successor.handle_timer(NOW)
+    pre_vote = sent(successor, Kind.PRE_VOTE_REQUEST, cat.me)
+    add("pre-vote-request", pre_vote, bob, MEMBER, False)
+    voter = fresh(cat)
+    voter.receive(pre_vote, bob.me, NOW)
+    grant = sent(voter, Kind.PRE_VOTE_ANSWER, bob.me)
+    add("pre-vote-grant", grant, cat, "bob-asking", True)
+    asking = fresh(successor)
+    successor.receive(grant, cat.me, NOW)
     claim = sent(successor, Kind.CLAIM, cat.me)
     add("claim", claim, bob, MEMBER, True)
     new_host = fresh(successor)
@@ -185,7 +195,7 @@ def scenario() -> Scenario:
     host.receive(fay.join_message(HANDSHAKE_HASH), fay.me, NOW, handshake_hash=HANDSHAKE_HASH)
     add("join-refused", sent(host, Kind.JOIN_REFUSED, fay.me), ann, "fay", False)
 
-    replicas = {"ann": ann, "bob": bob, "cat": cat, "bob-claimed": successor}
+    replicas = {"ann": ann, "bob": bob, "cat": cat, "bob-asking": asking, "bob-claimed": successor}
     return Scenario({**replicas, "eve": eve, "fay": fay}, tuple(deliveries))
 
 
@@ -430,7 +440,15 @@ def digest_of(replica: RoomReplica) -> bytes | None:
 def signed_parts(message: Message) -> tuple[bytes, bytes] | None:
     """The bytes a signature covers and the signature, for the kinds that carry one."""
     match message:
-        case SignedRequest() | LogEntry() | Heartbeat() | Claim() | Snapshot():
+        case (
+            SignedRequest()
+            | LogEntry()
+            | Heartbeat()
+            | Claim()
+            | PreVoteRequest()
+            | PreVoteAnswer()
+            | Snapshot()
+        ):
             return message.body, message.signature
         case JoinRequest():
             return message.token, message.redemption
@@ -445,7 +463,7 @@ def authentic(message: Message, sender: PublicKey, leader: PublicKey | None) -> 
             return message.signature_valid()
         case LogEntry():
             return leader is not None and message.signed_by(leader)
-        case Heartbeat() | Snapshot():
+        case Heartbeat() | Snapshot() | PreVoteRequest() | PreVoteAnswer():
             return message.signature_valid()
         case Claim():
             return message.claimant.verify(Domain.CLAIM, message.body, message.signature)
