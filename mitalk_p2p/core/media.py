@@ -58,6 +58,7 @@ from .media_frame import (
 )
 from .media_messages import (
     PROBE_TYPE,
+    ChildFound,
     ChildLost,
     KeyAck,
     KeyGrant,
@@ -66,6 +67,7 @@ from .media_messages import (
     ParentSwitched,
     Probe,
     RelayOffer,
+    SwitchReason,
     TreePosition,
     decode_media_message,
     encode_media_message,
@@ -73,13 +75,25 @@ from .media_messages import (
 from .replica import SendTo
 from .room_state import Member, RoomState
 from .sender_keys import Keyring, KeySource, SenderKey, SpeakerKeys, system_key_source
-from .tree_links import ChildDropped, LinkStatistics, Switched, TreeLinks, TreeOutcome
+from .tree_links import (
+    ChildDropped,
+    ChildSeen,
+    LinkStatistics,
+    Switched,
+    TreeLinks,
+    TreeOutcome,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_SEQ = 0xFFFF_FFFF
 MAX_SLOTS_PER_TICK = 50
 """Playout slots one timer tick may catch up on per speaker (a driver that stalled a second)."""
+_SWITCH_REASONS = {
+    SwitchReason.SILENT: "silent",
+    SwitchReason.CORRUPT: "corrupt",
+    SwitchReason.DETACHED: "detached",
+}
 
 
 @attrs.frozen
@@ -626,7 +640,7 @@ class MediaSession:
                 self._outbound.append(outcome)
             elif isinstance(outcome, Switched):
                 self._counts["parent_switches"] += 1
-                reason = "corrupt" if outcome.reason else "silent"
+                reason = _SWITCH_REASONS[outcome.reason]
                 self._events.append(ParentChanged(outcome.new, reason))
                 report = ParentSwitched(
                     self._links.version, outcome.old, outcome.new, outcome.reason
@@ -634,6 +648,8 @@ class MediaSession:
                 self._report(report)
             elif isinstance(outcome, ChildDropped):
                 self._report(ChildLost(self._links.version, outcome.child))
+            elif isinstance(outcome, ChildSeen):
+                self._report(ChildFound(self._links.version, outcome.child))
 
     def _report(self, message: MediaMessage) -> None:
         if self.host is not None and self.host != self.me:

@@ -12,9 +12,11 @@ keys secret; nothing here is signed again.
 * :class:`TreePosition` (host → member): parent, backup parent and children.
 * :class:`ParentSwitched` (member → host): an orphan moved to its backup parent.
 * :class:`ChildLost` (parent → host): a child stopped answering.
+* :class:`ChildFound` (parent → host): a child it was not given (or lost) probes it.
 
 :class:`Probe` is a UDP datagram exchanged by tree neighbours several times a
-second: liveness, RTT and loss for each edge.
+second: liveness, RTT and loss for each edge, and (in a parent's answer) the
+parent's path to the root, by which a child detects a loop.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable
 import attrs
 
 from .control import PROTOCOL_VERSION
-from .errors import WireError
+from .errors import LocalProtocolError, WireError
 from .identity import PUBLIC_KEY_SIZE, PublicKey
 from .media_frame import KEY_SIZE, KeyGeneration
 from .wire import Reader, Writer
@@ -45,6 +47,7 @@ class MediaKind(enum.IntEnum):
     TREE_POSITION = 36
     PARENT_SWITCHED = 37
     CHILD_LOST = 38
+    CHILD_FOUND = 39
 
 
 FIRST_MEDIA_KIND = min(MediaKind)
@@ -196,6 +199,8 @@ class SwitchReason(enum.IntEnum):
     """The parent stopped answering probes."""
     CORRUPT = 1
     """The parent forwarded frames that failed verification."""
+    DETACHED = 2
+    """The parent's path to the root ran through this peer (a loop) or stopped reaching the root."""
 
 
 @attrs.frozen
@@ -236,8 +241,33 @@ class ChildLost:
         return lost
 
 
+@attrs.frozen
+class ChildFound:
+    """A child the host did not place under this relay (or that it lost since) probes it."""
+
+    version: int
+    child: PublicKey
+
+    def encode(self) -> bytes:
+        return Writer().u32(self.version).fixed(self.child.raw, PUBLIC_KEY_SIZE).getvalue()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ChildFound:
+        r = Reader(data, "child found")
+        found = cls(r.u32(), _key(r))
+        r.finish()
+        return found
+
+
 MediaMessage = (
-    KeyGrant | KeyAck | KeyRequest | RelayOffer | TreePosition | ParentSwitched | ChildLost
+    KeyGrant
+    | KeyAck
+    | KeyRequest
+    | RelayOffer
+    | TreePosition
+    | ParentSwitched
+    | ChildLost
+    | ChildFound
 )
 
 _KINDS: dict[type, MediaKind] = {
@@ -248,6 +278,7 @@ _KINDS: dict[type, MediaKind] = {
     TreePosition: MediaKind.TREE_POSITION,
     ParentSwitched: MediaKind.PARENT_SWITCHED,
     ChildLost: MediaKind.CHILD_LOST,
+    ChildFound: MediaKind.CHILD_FOUND,
 }
 _DECODERS: dict[MediaKind, Callable[[bytes], MediaMessage]] = {
     MediaKind.KEY_GRANT: KeyGrant.decode,
@@ -257,6 +288,7 @@ _DECODERS: dict[MediaKind, Callable[[bytes], MediaMessage]] = {
     MediaKind.TREE_POSITION: TreePosition.decode,
     MediaKind.PARENT_SWITCHED: ParentSwitched.decode,
     MediaKind.CHILD_LOST: ChildLost.decode,
+    MediaKind.CHILD_FOUND: ChildFound.decode,
 }
 
 
@@ -281,7 +313,34 @@ def decode_media_message(data: bytes) -> MediaMessage:
 
 PROBE_TYPE = 0x12
 """First byte of a probe datagram: protocol version 1, kind 2."""
-_PROBE = struct.Struct(">B4s32sIBIII")
+_PROBE = struct.Struct(">B4s32sIBIIIBB")
+MAX_PROBE_PATH = 16
+"""Most ancestors a probe names; a deeper sender names its nearest ones."""
+_ROOTED = 0x01
+_MAX_PATH_BYTES = MAX_PROBE_PATH * PUBLIC_KEY_SIZE
+
+
+def encode_path(keys: tuple[PublicKey, ...]) -> bytes:
+    """A probe path: the raw keys, concatenated (at most :data:`MAX_PROBE_PATH` of them)."""
+    return b"".join(key.raw for key in keys[:MAX_PROBE_PATH])
+
+
+def path_keys(path: bytes) -> tuple[PublicKey, ...]:
+    """The keys in a probe path, nearest first."""
+    return tuple(
+        PublicKey(path[i : i + PUBLIC_KEY_SIZE]) for i in range(0, len(path), PUBLIC_KEY_SIZE)
+    )
+
+
+def path_holds(path: bytes, key: PublicKey) -> bool:
+    """Whether ``key`` is one of the keys in a probe path."""
+    raw = key.raw
+    at = path.find(raw)
+    while at >= 0:
+        if at % PUBLIC_KEY_SIZE == 0:
+            return True
+        at = path.find(raw, at + 1)
+    return False
 
 
 class ProbeRole(enum.IntEnum):
@@ -294,7 +353,15 @@ class ProbeRole(enum.IntEnum):
 @attrs.frozen
 class Probe:
     """A tree heartbeat.  ``echo_id``/``echo_hold_us`` let the sender of ``probe_id`` time the
-    round trip: the answerer says which probe it saw last and how long it held it."""
+    round trip: the answerer says which probe it saw last and how long it held it.
+
+    ``path`` names the sender's ancestors, its parent first, as far as the sender
+    knows them (at most :data:`MAX_PROBE_PATH`); ``rooted`` says whether that chain
+    reaches the root over edges that are alive right now.  A child finding itself
+    in its parent's path has found a loop.  The path stays in its wire form, the
+    raw keys concatenated (probes are the most frequent datagram): see
+    :func:`encode_path`, :func:`path_keys` and :func:`path_holds`.
+    """
 
     room_tag: bytes
     sender: PublicKey
@@ -303,28 +370,94 @@ class Probe:
     probe_id: int
     echo_id: int
     echo_hold_us: int
+    rooted: bool = attrs.field(default=True, kw_only=True)
+    path: bytes = attrs.field(default=b"", kw_only=True)
 
     def encode(self) -> bytes:
-        return _PROBE.pack(
-            PROBE_TYPE,
+        return encode_probe(
             self.room_tag,
-            self.sender.raw,
+            self.sender,
             self.tree_version,
             self.role,
             self.probe_id,
             self.echo_id,
-            min(self.echo_hold_us, 0xFFFF_FFFF),
+            self.echo_hold_us,
+            rooted=self.rooted,
+            path=self.path,
         )
 
     @classmethod
     def decode(cls, data: bytes) -> Probe:
-        if len(data) != _PROBE.size:
-            raise WireError(f"probe of {len(data)} bytes, expected {_PROBE.size}")
-        kind, tag, sender, version, role, probe_id, echo_id, hold = _PROBE.unpack(data)
-        if kind != PROBE_TYPE:
-            raise WireError(f"datagram type {kind:#04x} is not a probe")
+        if len(data) < _PROBE.size:
+            raise WireError(f"probe of {len(data)} bytes, expected at least {_PROBE.size}")
+        kind, tag, sender, version, role, probe_id, echo_id, hold, flags, count = (
+            _PROBE.unpack_from(data)
+        )
+        if (
+            kind != PROBE_TYPE
+            or flags & ~_ROOTED
+            or count > MAX_PROBE_PATH
+            or len(data) != _PROBE.size + count * PUBLIC_KEY_SIZE
+        ):
+            raise _probe_error(data, kind, flags, count)
         try:
             probe_role = ProbeRole(role)
         except ValueError:
             raise WireError(f"unknown probe role {role}") from None
-        return cls(tag, PublicKey(sender), version, probe_role, probe_id, echo_id, hold)
+        return cls(
+            tag,
+            PublicKey(sender),
+            version,
+            probe_role,
+            probe_id,
+            echo_id,
+            hold,
+            rooted=flags == _ROOTED,
+            path=data[_PROBE.size :] if count else b"",
+        )
+
+
+def encode_probe(
+    room_tag: bytes,
+    sender: PublicKey,
+    tree_version: int,
+    role: ProbeRole,
+    probe_id: int,
+    echo_id: int,
+    echo_hold_us: int,
+    *,
+    rooted: bool,
+    path: bytes,
+) -> bytes:
+    """A probe datagram, without building a :class:`Probe` first (the hottest send path).
+
+    A path longer than :data:`MAX_PROBE_PATH` keys keeps its nearest ones.
+    """
+    if len(path) % PUBLIC_KEY_SIZE:
+        raise LocalProtocolError(f"a probe path of {len(path)} bytes is not whole keys")
+    if len(path) > _MAX_PATH_BYTES:
+        path = path[:_MAX_PATH_BYTES]
+    head = _PROBE.pack(
+        PROBE_TYPE,
+        room_tag,
+        sender.raw,
+        tree_version,
+        role,
+        probe_id,
+        echo_id,
+        min(echo_hold_us, 0xFFFF_FFFF),
+        _ROOTED if rooted else 0,
+        len(path) // PUBLIC_KEY_SIZE,
+    )
+    return head + path if path else head
+
+
+def _probe_error(data: bytes, kind: int, flags: int, count: int) -> WireError:
+    """What is wrong with a probe whose fixed part did not add up."""
+    if kind != PROBE_TYPE:
+        return WireError(f"datagram type {kind:#04x} is not a probe")
+    if flags & ~_ROOTED:
+        return WireError(f"unknown probe flags {flags:#04x}")
+    if count > MAX_PROBE_PATH:
+        return WireError(f"probe path of {count} entries exceeds {MAX_PROBE_PATH}")
+    return WireError(f"probe of {len(data)} bytes does not fit its {count} path entries")

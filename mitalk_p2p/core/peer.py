@@ -17,6 +17,7 @@ from .invite import SignedInvite
 from .media import MediaConfig, MediaSession, MediaStatistics
 from .media_events import MediaEvent, SendDatagram
 from .media_messages import (
+    ChildFound,
     ChildLost,
     MediaMessage,
     ParentSwitched,
@@ -215,7 +216,7 @@ class Peer:
             return
         if isinstance(report, RelayOffer):
             coordinator.on_offer(sender, report, now)
-        elif isinstance(report, (ParentSwitched, ChildLost)):
+        elif isinstance(report, (ParentSwitched, ChildLost, ChildFound)):
             coordinator.on_report(sender, report, now)
 
     def _deliver_position(self, key: PublicKey, position: TreePosition, now: float) -> None:

@@ -12,7 +12,18 @@ plan.  Reports from members repair the plan:
   relay.
 * ``ChildLost``: a parent stopped hearing a child.  If after a grace period the
   child still sits under that parent (it did not report a switch of its own),
-  the host treats it as gone until it offers again.
+  the host treats it as gone until it is heard from again.
+* ``ChildFound``: a relay is probed by a child the host did not place there.
+  The child is alive.  If after a grace period the plan still has it elsewhere
+  (no switch report explained it), its position is sent again: the one sent
+  before may never have arrived.
+
+Any offer or report from a member, or a relay finding it, proves it alive: a
+pending loss is cancelled, and a member already written off is placed again
+and sent its position afresh.  This matters after the host itself was cut
+off: it loses every child at once, and positions it sent meanwhile were lost.
+A switch that would close a loop (two orphans that took each other as backup)
+is refused, and the member gets its position again.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import attrs
 
 from .identity import PublicKey
 from .media_messages import (
+    ChildFound,
     ChildLost,
     MediaMessage,
     Neighbor,
@@ -49,7 +61,7 @@ class TreeCoordinator:
     replan_delay: float = 0.05
     """Seconds to wait after a change before replanning, so bursts coalesce."""
     lost_grace: float = 1.0
-    """Seconds a reported-lost child has to report a switch of its own."""
+    """Seconds a reported-lost (or found-astray) child has to report a switch of its own."""
     tree: Tree | None = None
     version: int = 0
     replans: int = 0
@@ -59,6 +71,8 @@ class TreeCoordinator:
     _demoted: set[PublicKey] = attrs.Factory(set)
     _unreachable: set[PublicKey] = attrs.Factory(set)
     _lost: dict[PublicKey, tuple[PublicKey, float]] = attrs.Factory(dict)
+    _strays: dict[PublicKey, tuple[PublicKey, float]] = attrs.Factory(dict)
+    """Children found under a relay the plan does not put them under: (relay, when)."""
     _dirty_at: float | None = None
     _sent: dict[PublicKey, TreePosition] = attrs.Factory(dict)
 
@@ -78,10 +92,9 @@ class TreeCoordinator:
     def on_offer(self, sender: PublicKey, offer: RelayOffer, now: float) -> None:
         previous = self._offers.get(sender)
         self._offers[sender] = offer
-        if sender in self._unreachable:
-            self._unreachable.discard(sender)
-            self._mark_dirty(now)
-        elif previous is None or (previous.address, previous.capacity) != (
+        if self._heard_from(sender, now):
+            return
+        if previous is None or (previous.address, previous.capacity) != (
             offer.address,
             offer.capacity,
         ):
@@ -91,10 +104,10 @@ class TreeCoordinator:
         tree = self.tree
         if tree is None or sender not in self._members:
             return
+        self._heard_from(sender, now)
         if isinstance(report, ParentSwitched):
             if report.reason is SwitchReason.CORRUPT and report.old_parent != self.root:
                 self._demoted.add(report.old_parent)
-            self._lost.pop(sender, None)
             if report.new_parent in tree and sender in tree:
                 try:
                     self.tree = adopt_switch(tree, sender, report.new_parent, self.limits)
@@ -103,9 +116,15 @@ class TreeCoordinator:
                     self.refused_switches += 1
                     self._sent.pop(sender, None)
             self._mark_dirty(now)
-        elif isinstance(report, ChildLost) and tree.parents.get(report.child) == sender:
-            self._lost[report.child] = (sender, now)
-            self._mark_dirty(now + self.lost_grace)
+        elif isinstance(report, ChildLost):
+            if tree.parents.get(report.child) == sender:
+                self._lost[report.child] = (sender, now)
+                self._mark_dirty(now + self.lost_grace)
+        elif isinstance(report, ChildFound) and report.child in self._members:
+            self._heard_from(report.child, now)
+            if tree.parents.get(report.child) != sender:
+                self._strays[report.child] = (sender, now)
+                self._mark_dirty(now + self.lost_grace)
 
     # --- timers --------------------------------------------------------------------
 
@@ -118,9 +137,24 @@ class TreeCoordinator:
             return []
         self._dirty_at = None
         self._settle_lost(now)
+        self._settle_strays(now)
         return self._replan()
 
     # --- internals -----------------------------------------------------------------
+
+    def _heard_from(self, member: PublicKey, now: float) -> bool:
+        """The member is alive: cancel a pending loss; re-admit it if it was written off.
+
+        Returns whether it was re-admitted (its position is then sent afresh, since
+        whatever was sent while it was out of reach may never have arrived).
+        """
+        self._lost.pop(member, None)
+        if member not in self._unreachable:
+            return False
+        self._unreachable.discard(member)
+        self._sent.pop(member, None)
+        self._mark_dirty(now)
+        return True
 
     def _mark_dirty(self, when: float) -> None:
         due = when + self.replan_delay
@@ -135,6 +169,16 @@ class TreeCoordinator:
             del self._lost[child]
             if tree is not None and tree.parents.get(child) == parent:
                 self._unreachable.add(child)
+
+    def _settle_strays(self, now: float) -> None:
+        tree = self.tree
+        for child, (relay, since) in sorted(self._strays.items()):
+            if now - since < self.lost_grace:
+                self._mark_dirty(since + self.lost_grace)
+                continue
+            del self._strays[child]
+            if tree is not None and tree.parents.get(child) != relay:
+                self._sent.pop(child, None)
 
     def _candidates(self) -> list[Candidate]:
         out = []

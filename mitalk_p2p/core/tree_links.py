@@ -6,6 +6,32 @@ the room's frames"), so a backup parent adopts an orphan the moment its first
 probe arrives, before the host has even heard of the switch.  An edge silent for
 ``misses`` intervals is dead: a child then moves to its backup parent on its
 own; a parent stops forwarding to the child.
+
+Loops.  Orphans pick their backups on their own, so two of them can pick each
+other (both lost the same parent and each is the other's backup), or a longer
+ring can close.  A parent's answer therefore carries its path to the root (its
+ancestors, nearest first) and whether that path reaches the root over live
+edges.  These rules keep the links a tree:
+
+* a child that finds itself in its parent's path is in a loop: those answers
+  are no sign of life, so the parent soon counts as silent;
+* a relay never adopts one of its own ancestors as a child;
+* an orphan whose backup fails too (or turns out to be in a loop) goes back to
+  the parent the host assigned and waits there; it never wanders further;
+* a peer under a backup whose path has not reached the root for
+  ``detached_misses`` intervals goes back to its assigned parent too.  This
+  catches rings longer than a probe's path and any other dead end.
+
+Both ends of a loop see it at once and both step back, so no race needs
+breaking.
+
+A relay that drops a silent child reports it lost (:class:`ChildDropped`).  A
+relay probed by a child that the host did not place under it, or that it has
+dropped since, reports that child seen (:class:`ChildSeen`), and again every
+``stray_misses`` intervals until a position from the host accounts for it
+(reports sent while the host was out of reach are lost).  The host then knows
+the child is alive and where it really hangs, whether it was cut off for a
+while or never got a position sent to it.
 """
 
 from __future__ import annotations
@@ -15,9 +41,19 @@ from collections.abc import Iterable
 
 import attrs
 
-from .identity import PublicKey
+from .identity import PUBLIC_KEY_SIZE, PublicKey
 from .media_events import SendDatagram
-from .media_messages import Neighbor, Probe, ProbeRole, SwitchReason, TreePosition
+from .media_messages import (
+    MAX_PROBE_PATH,
+    Neighbor,
+    Probe,
+    ProbeRole,
+    SwitchReason,
+    TreePosition,
+    encode_probe,
+    path_holds,
+    path_keys,
+)
 
 RTT_SAMPLES = 16
 LOSS_WINDOW = 64
@@ -47,6 +83,14 @@ class Edge:
     last_id_seen: int = 0
     last_seen_at: float = 0.0
     corrupt_frames: int = 0
+    path: bytes = b""
+    """A parent's path to the root, as its last answer gave it (in its wire form)."""
+    rooted: bool = False
+    """Whether a parent's last answer said its path reaches the root (and not through us)."""
+    rooted_at: float = 0.0
+    """When a parent last answered with a path to the root, or else when it became parent."""
+    looped: bool = False
+    """Whether a parent's last answer named this peer among its ancestors."""
 
     def rtt(self) -> float | None:
         return _median(self.rtt_samples) if self.rtt_samples else None
@@ -81,7 +125,14 @@ class ChildDropped:
     child: PublicKey
 
 
-TreeOutcome = SendDatagram | Switched | ChildDropped
+@attrs.frozen
+class ChildSeen:
+    """A child the host did not place here (or that was dropped since) probes this peer."""
+
+    child: PublicKey
+
+
+TreeOutcome = SendDatagram | Switched | ChildDropped | ChildSeen
 
 
 @attrs.define
@@ -90,15 +141,33 @@ class TreeLinks:
     room_tag: bytes
     interval: float = 0.2
     misses: int = 3
+    detached_misses: int = 25
+    """Intervals a peer stays under a backup whose path does not reach the root.
+
+    Real loops are seen in the paths within a few intervals; this is the net for
+    rings longer than a probe's path and other dead ends.  It waits longer than
+    a host succession usually takes, so a chain of orphans under a crashed host
+    waits for the successor's positions instead of going back to the dead host.
+    """
+    stray_misses: int = 10
+    """Intervals between reports of a child that the host has not placed here."""
     version: int = 0
     parent: Edge | None = None
     backup: Neighbor | None = None
+    assigned: Neighbor | None = None
+    """The parent the host assigned last: where an orphan with nowhere better waits."""
     children: dict[PublicKey, Edge] = attrs.Factory(dict)
     next_tick: float = 0.0
     _next_probe_id: int = 1
     _by_address: dict[str, PublicKey] = attrs.Factory(dict)
     _targets: list[str] | None = None
     """Forwarding addresses, children by key then the parent; rebuilt when an edge changes."""
+    _placed: set[PublicKey] = attrs.Factory(set)
+    """Children the last position from the host put here and that were not dropped since."""
+    _found_at: dict[PublicKey, float] = attrs.Factory(dict)
+    """When each child the host did not place here was last reported found."""
+    _path: bytes | None = None
+    """This peer's own path in its wire form, rebuilt when the parent or its path changes."""
 
     @property
     def dead_after(self) -> float:
@@ -133,12 +202,26 @@ class TreeLinks:
     def next_deadline(self) -> float:
         return self.next_tick
 
+    def path(self) -> tuple[PublicKey, ...]:
+        """This peer's ancestors, its parent first, as far as a probe carries them."""
+        return path_keys(self._own_path())
+
+    def rooted(self, now: float) -> bool:
+        """Whether this peer's path reaches the root over edges that are alive now."""
+        parent = self.parent
+        if parent is None:
+            return True
+        return parent.rooted and now - parent.last_heard < self.dead_after
+
     # --- inputs ------------------------------------------------------------------
 
     def apply_position(self, position: TreePosition, now: float) -> list[TreeOutcome]:
         """Adopt a new assignment from the host."""
         self.version = position.version
         self.backup = position.backup
+        self.assigned = position.parent
+        self._placed = {child.key for child in position.children}
+        self._found_at = {k: t for k, t in self._found_at.items() if k not in self._placed}
         out: list[TreeOutcome] = []
         wanted = position.parent
         if wanted is None:
@@ -157,22 +240,34 @@ class TreeLinks:
         parent = self.parent
         if parent is None or probe.sender != parent.key:
             return []
-        parent.last_heard = now
         self._move(parent, address)
         sent = parent.sent_at.pop(probe.echo_id, None)
         if sent is not None:
             parent.rtt_samples.append(max(0.0, now - sent - probe.echo_hold_us / 1e6))
             parent.outcomes.append(True)
         parent.last_id_seen, parent.last_seen_at = probe.probe_id, now
+        # The path is kept even from a loop, so that the loop shows in this peer's path too.
+        if probe.path != parent.path:
+            parent.path = probe.path
+            self._path = None
+        parent.looped = path_holds(probe.path, self.me)
+        parent.rooted = probe.rooted and not parent.looped
+        if parent.looped:
+            # A parent below this peer is no way to the root: its answers prove nothing.
+            return []
+        parent.last_heard = now
+        if parent.rooted:
+            parent.rooted_at = now
         return []
 
     def heard_from(self, address: str, now: float) -> None:
-        """Any authentic frame from a neighbour also proves it is alive."""
+        """Any authentic frame from a neighbour also proves it is alive (unless it is looped)."""
         key = self._by_address.get(address)
         if key is None:
             return
         if self.parent is not None and self.parent.key == key:
-            self.parent.last_heard = now
+            if not self.parent.looped:
+                self.parent.last_heard = now
         elif (child := self.children.get(key)) is not None:
             child.last_heard = now
 
@@ -188,7 +283,7 @@ class TreeLinks:
         return self._fail_over(now, SwitchReason.CORRUPT)
 
     def tick(self, now: float) -> list[TreeOutcome]:
-        """Probe the parent, fail over from a silent one, drop silent children."""
+        """Probe the parent, fail over from a silent or detached one, drop silent children."""
         if now < self.next_tick:
             return []
         self.next_tick = now + self.interval
@@ -196,13 +291,19 @@ class TreeLinks:
         for child in self._ordered_children():
             if now - child.last_heard >= self.dead_after:
                 self._remove_child(child.key)
+                self._placed.discard(child.key)
+                self._found_at.pop(child.key, None)
                 out.append(ChildDropped(child.key))
         parent = self.parent
-        if parent is not None:
-            if now - parent.last_heard >= self.dead_after:
-                out.extend(self._fail_over(now, SwitchReason.SILENT))
-            else:
-                out.append(self._probe_parent(now))
+        if parent is None:
+            return out
+        if now - parent.last_heard >= self.dead_after:
+            reason = SwitchReason.DETACHED if parent.looped else SwitchReason.SILENT
+            out.extend(self._fail_over(now, reason))
+        elif self._detached(parent, now):
+            out.extend(self._fail_over(now, SwitchReason.DETACHED))
+        else:
+            out.append(self._probe_parent(now))
         return out
 
     def parent_deadline(self) -> float | None:
@@ -211,11 +312,29 @@ class TreeLinks:
 
     # --- internals ---------------------------------------------------------------
 
+    def _detached(self, parent: Edge, now: float) -> bool:
+        """Under a parent the host did not assign, whose path has long missed the root."""
+        assigned = self.assigned
+        return (
+            assigned is not None
+            and assigned.key != parent.key
+            and now - parent.rooted_at >= self.interval * self.detached_misses
+        )
+
     def _on_child_probe(self, probe: Probe, address: str, now: float) -> list[TreeOutcome]:
         if probe.sender == self.me:
             return []
         child = self.children.get(probe.sender)
-        if child is None:
+        parent = self.parent
+        if parent is not None and (
+            probe.sender == parent.key or path_holds(parent.path, probe.sender)
+        ):
+            # An ancestor asking to hang below this peer would close a loop.  Refuse it,
+            # but answer: it finds itself in this peer's path and moves on.
+            if child is not None:
+                self._remove_child(probe.sender)
+            child = Edge(probe.sender, address, last_heard=now)
+        elif child is None:
             if len(self.children) >= MAX_ADOPTED_CHILDREN:
                 return []
             child = Edge(probe.sender, address, last_heard=now)
@@ -227,21 +346,37 @@ class TreeLinks:
         if sent is not None:
             child.rtt_samples.append(max(0.0, now - sent - probe.echo_hold_us / 1e6))
         child.note_incoming_id(probe.probe_id, now)
-        reply = self._probe(ProbeRole.PARENT, child, now)
-        return [reply]
+        out: list[TreeOutcome] = [self._probe(ProbeRole.PARENT, child, now)]
+        if probe.sender not in self._placed and probe.sender in self.children:
+            reported = self._found_at.get(probe.sender)
+            if reported is None or now - reported >= self.interval * self.stray_misses:
+                self._found_at[probe.sender] = now
+                out.append(ChildSeen(probe.sender))
+        return out
 
     def _fail_over(self, now: float, reason: SwitchReason) -> list[TreeOutcome]:
+        """Leave the parent for the backup, else for the assigned parent, else stay and wait.
+
+        A backup that is this peer's child would close a loop at once and is
+        refused.  An orphan whose backup is spent goes back to the parent the host
+        assigned rather than anywhere new, so failures never walk it into its own
+        subtree.
+        """
         old = self.parent
-        backup = self.backup
         if old is None:
             return []
-        if backup is None or backup.key == old.key or backup.key in self.children:
-            # Nowhere to go: keep probing the old parent and wait for the host.
-            old.last_heard = now
-            return [self._probe_parent(now)]
-        self.backup = None
-        self._set_parent(Edge(backup.key, backup.address, last_heard=now))
-        return [Switched(old.key, backup.key, reason), self._probe_parent(now)]
+        target = self.backup
+        if target is not None and target.key != old.key and target.key not in self.children:
+            self.backup = None
+        else:
+            target = self.assigned
+            if target is None or target.key == old.key or target.key in self.children:
+                # Nowhere to go: keep probing the old parent and wait for the host.
+                old.last_heard = now
+                old.rooted = False
+                return [self._probe_parent(now)]
+        self._set_parent(Edge(target.key, target.address, last_heard=now))
+        return [Switched(old.key, target.key, reason), self._probe_parent(now)]
 
     def _probe_parent(self, now: float) -> SendDatagram:
         assert self.parent is not None
@@ -258,7 +393,7 @@ class TreeLinks:
         if len(edge.sent_at) > 8:
             del edge.sent_at[min(edge.sent_at)]
         hold_us = round((now - edge.last_seen_at) * 1e6) if edge.last_id_seen else 0
-        probe = Probe(
+        datagram = encode_probe(
             self.room_tag,
             self.me,
             self.version,
@@ -266,8 +401,22 @@ class TreeLinks:
             probe_id,
             edge.last_id_seen,
             max(0, hold_us),
+            rooted=self.rooted(now),
+            # Only a parent's answer needs the path: a child's probe stays small.
+            path=self._own_path() if role is ProbeRole.PARENT else b"",
         )
-        return SendDatagram(edge.address, probe.encode())
+        return SendDatagram(edge.address, datagram)
+
+    def _own_path(self) -> bytes:
+        path = self._path
+        if path is None:
+            parent = self.parent
+            if parent is None:
+                path = b""
+            else:
+                path = parent.key.raw + parent.path[: (MAX_PROBE_PATH - 1) * PUBLIC_KEY_SIZE]
+            self._path = path
+        return path
 
     def _move(self, edge: Edge, address: str) -> None:
         """A neighbour's packets now come from ``address`` (its NAT binding or port changed)."""
@@ -281,11 +430,14 @@ class TreeLinks:
 
     def _set_parent(self, edge: Edge | None) -> None:
         self._targets = None
+        self._path = None
         if self.parent is not None:
             self._by_address.pop(self.parent.address, None)
         self.parent = edge
         if edge is not None:
+            edge.rooted_at = edge.last_heard
             self.children.pop(edge.key, None)
+            self._found_at.pop(edge.key, None)
             self._by_address[edge.address] = edge.key
 
     def _add_child(self, edge: Edge) -> None:
