@@ -209,6 +209,9 @@ _LINES: dict[str, str | None] = {
     "parent_changed/assigned": None,
     "parent_changed/silent": "your audio relay went silent; now listening through {parent}",
     "parent_changed/corrupt": "your audio relay sent bad frames; now listening through {parent}",
+    "parent_changed/detached": (
+        "your audio relay had lost its way to the host; now listening through {parent}"
+    ),
     "parent_changed": "your audio relay changed to {parent} ({reason})",
     "sender_key_changed": None,
 }

@@ -37,7 +37,8 @@ class FrameReceived:
 
 @attrs.frozen
 class ParentChanged:
-    """This peer's tree parent changed: ``reason`` is "assigned", "silent" or "corrupt"."""
+    """This peer's tree parent changed: ``reason`` is "assigned", "silent", "corrupt" or
+    "detached" (the parent's path no longer reached the host, or led back here)."""
 
     parent: PublicKey | None
     reason: str
