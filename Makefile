@@ -32,7 +32,7 @@ help:
 	@echo "make test       install what is missing, then lint, typecheck and pytest (this is CI)"
 	echo "make demo       install what is missing, then run '$(BIN)/mitalk demo'"
 	echo "make bench      install what is missing, then run the benchmarks of BENCHMARKS.md"
-	echo "                ($(BENCH_RUNS) runs each, results in $(BENCH_OUT)/; takes a quarter of an hour)"
+	echo "                ($(BENCH_RUNS) runs each, results in $(BENCH_OUT)/; about 45 minutes)"
 	echo "make install    only the installation steps (system packages, $(VENV), package)"
 	echo "make check      lint, typecheck and pytest, without installing anything"
 	echo "make lint       ruff check"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 
 from ..core.errors import MitalkError
@@ -30,3 +31,22 @@ def process_cpu_seconds() -> float:
     """User and system CPU seconds this process has used so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all processes on this machine have used since boot (None off Linux).
+
+    Read from ``/proc/stat``; over a window, minus this run's own CPU, it says how
+    busy the rest of a shared machine kept the cores.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    ticks = [int(value) for value in fields[1:]]
+    busy = sum(ticks[:3]) + sum(ticks[5:8])
+    return busy / os.sysconf("SC_CLK_TCK")

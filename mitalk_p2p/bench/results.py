@@ -59,20 +59,23 @@ class FanoutRun:
     rows: tuple[Mapping[str, Any], ...]
     """One per listener, as :func:`.worker.build_report` writes them."""
     meters: Meters
-    """The relay meters the CPU figures come from (see :attr:`cpu_source`)."""
-    cpu_source: str
     hold_us: tuple[int, ...]
     handling_us: tuple[int, ...]
     tree: Mapping[str, str | None]
-    """Parent of every member (key hex → parent key hex), the host and speaker included."""
+    """Parent of every member (key hex → parent key hex), the host included."""
     speaker: str
-    host: str
     join_s: float
     settle_s: float
     window_s: float
     cpu_s: Mapping[str, float]
     """Process CPU seconds over the window: ``coordinator`` and ``workers``."""
     load_average: tuple[float, float, float]
+    join_retries: int = 0
+    machine_cpu_s: float | None = None
+    """CPU seconds every process on the machine used over the window (this run's too)."""
+    settled: bool = True
+    """Whether every listener had a parent and heard the speaker before the window."""
+    hearing_at_start: int = 0
 
 
 def build_result(run: FanoutRun) -> dict[str, Any]:
@@ -101,6 +104,7 @@ def build_result(run: FanoutRun) -> dict[str, Any]:
         "delivered": delivered,
         "expected": expected,
         "delivery_ratio": rounded(ratio(delivered, expected), 6),
+        "listeners_failed": sum(1 for row in rows if row.get("failure")),
         "latency_ms": summary_ms(latency),
         "latency_with_jitter_buffer_ms": summary_ms(played, ("p50", "p95", "p99", "max")),
         "jitter_buffer_listeners": sum(1 for row in rows if row["played_us"] is not None),
@@ -112,19 +116,29 @@ def build_result(run: FanoutRun) -> dict[str, Any]:
         "cpu_us_per_forwarded_packet_marginal": _us(marginal),
         "cpu_us_per_frame": {"relay": _us(relay_cpu_per_frame), "leaf": _us(leaf_cpu_per_frame)},
         "copies_per_relayed_frame": rounded(copies_per_frame, 2),
-        "cpu_measured_at": run.cpu_source,
         **_wire(rows),
+        "settled": run.settled,
+        "listeners_hearing_at_start": run.hearing_at_start,
         "join_s": round(run.join_s, 2),
+        "join_retries": run.join_retries,
         "settle_s": round(run.settle_s, 2),
         "window_s": round(run.window_s, 3),
-        "cpu_cores_used": {
-            name: round(seconds / run.window_s, 2) if run.window_s else None
-            for name, seconds in {**run.cpu_s, "total": sum(run.cpu_s.values())}.items()
-        },
+        "cpu_cores_used": _cores(run),
         "load_average": [round(value, 2) for value in run.load_average],
     }
     result["targets"] = judge(result)
     return result
+
+
+def _cores(run: FanoutRun) -> dict[str, float | None]:
+    """Cores busy over the window: this run's processes, and the rest of the machine."""
+    seconds: dict[str, float | None] = {**run.cpu_s, "total": sum(run.cpu_s.values())}
+    if run.machine_cpu_s is not None:
+        seconds["other_processes"] = max(0.0, run.machine_cpu_s - sum(run.cpu_s.values()))
+    return {
+        name: round(value / run.window_s, 2) if run.window_s and value is not None else None
+        for name, value in seconds.items()
+    }
 
 
 def _us(seconds: float | None) -> float | None:
@@ -206,7 +220,8 @@ class Target:
     name: str
     limit: str
     value: float | None
-    met: bool
+    met: bool | None
+    """None when the run can't judge this target (see the limit's note)."""
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -240,7 +255,15 @@ def judge(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         )
     at_most("per-hop p50", result["per_hop_ms"]["p50"], 0.5, " ms")
     at_most("per-hop p99", result["per_hop_ms"]["p99"], 2, " ms")
-    at_most("CPU per forwarded packet", result["cpu_us_per_forwarded_packet"], 10, " µs")
+    cpu = result["cpu_us_per_forwarded_packet"]
+    if result.get("shared_crypto"):
+        # Most relays found the frame's signature already checked by a peer in the same
+        # process: their CPU is not a relay's own.
+        targets.append(
+            Target("CPU per forwarded packet", "<= 10 µs (not judged: shared)", cpu, None)
+        )
+    else:
+        at_most("CPU per forwarded packet", cpu, 10, " µs")
     at_most("wire per listener", result["wire_kbit_s_per_listener"], 64, " kbit/s")
     return [target.to_json() for target in targets]
 
@@ -260,14 +283,25 @@ def format_table(result: Mapping[str, Any]) -> str:
         f"{result['processes']} worker processes, {result['window_s']:g} s measured, "
         f"{result['frame_ms']} ms frames"
         + (", verification shared per process" if result["shared_crypto"] else ""),
-        f"joined in {result['join_s']:g} s, tree settled {result['settle_s']:g} s later; "
-        f"load average {' '.join(str(v) for v in result['load_average'])}",
+        f"joined in {result['join_s']:g} s, "
+        + (
+            f"tree settled {result['settle_s']:g} s later; "
+            if result["settled"]
+            else f"NOT SETTLED {result['settle_s']:g} s later "
+            f"({result['listeners_hearing_at_start']} listeners hearing); "
+        )
+        + f"load average {' '.join(str(v) for v in result['load_average'])}",
         "",
     ]
     rows = [
         (
             "delivered / expected",
-            f"{result['delivered']} / {result['expected']} ({_percent(result['delivery_ratio'])})",
+            f"{result['delivered']} / {result['expected']} ({_percent(result['delivery_ratio'])})"
+            + (
+                f"; {result['listeners_failed']} listeners failed"
+                if result["listeners_failed"]
+                else ""
+            ),
         ),
         ("latency p50/p95/p99/max", ms(latency, ("p50", "p95", "p99", "max"))),
         (
@@ -287,7 +321,6 @@ def format_table(result: Mapping[str, Any]) -> str:
             f"per frame: relay {_show(result['cpu_us_per_frame']['relay'])} µs, "
             f"leaf {_show(result['cpu_us_per_frame']['leaf'])} µs)",
         ),
-        ("  measured at", str(result["cpu_measured_at"])),
         (
             "wire per listener",
             f"{_show(result['wire_kbit_s_per_listener'])} kbit/s "
@@ -304,7 +337,8 @@ def format_table(result: Mapping[str, Any]) -> str:
         (
             "CPU cores used",
             f"{_show(cores.get('total'))} (coordinator {_show(cores.get('coordinator'))}, "
-            f"workers {_show(cores.get('workers'))})",
+            f"workers {_show(cores.get('workers'))}); "
+            f"other processes on the machine {_show(cores.get('other_processes'))}",
         )
     )
     width = max(len(label) for label, _ in rows)
@@ -319,7 +353,7 @@ def format_table(result: Mapping[str, Any]) -> str:
     lines.append("")
     lines.append("  targets:")
     for target in result["targets"]:
-        verdict = "met" if target["met"] else "MISSED"
+        verdict = {True: "met", False: "MISSED", None: "n/a"}[target["met"]]
         lines.append(
             f"    {verdict:<6} {target['name']:<26} {_show(target['value']):>10}  "
             f"(target {target['limit']})"

@@ -14,6 +14,7 @@ from typing import Any, Final
 from ..core.crypto_memo import sharing_crypto_results
 from ..sim.command import load
 from ..sim.runner import run_scenario
+from .resources import machine_busy_seconds, process_cpu_seconds
 
 TARGET_WALL_S: Final = {"large_room": 60.0}
 
@@ -22,8 +23,14 @@ def run(spec: str, *, seed: int | None = None) -> dict[str, Any]:
     """Run the scenario ``spec`` (a shipped name or a file) and time it."""
     scenario = load(spec)
     load_before = os.getloadavg()
+    machine_from, cpu_from = machine_busy_seconds(), process_cpu_seconds()
     with sharing_crypto_results():
         result, _sim = run_scenario(scenario, seed=seed)
+    machine_to, cpu_to = machine_busy_seconds(), process_cpu_seconds()
+    others = None
+    if machine_from is not None and machine_to is not None and result.wall_s:
+        busy = (machine_to - machine_from) - (cpu_to - cpu_from)
+        others = round(max(0.0, busy) / result.wall_s, 2)
     deliveries = len(result.latencies_ms)
     out: dict[str, Any] = {
         "scenario": result.scenario,
@@ -37,6 +44,7 @@ def run(spec: str, *, seed: int | None = None) -> dict[str, Any]:
         "expectations_ok": result.ok,
         "trace_digest": result.trace_digest,
         "load_average": [round(value, 2) for value in load_before],
+        "other_processes_cores": others,
     }
     target = TARGET_WALL_S.get(result.scenario)
     if target is not None:
@@ -53,7 +61,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"  peers x frames/s   {result['peer_frames_per_s']} "
         f"({result['frame_deliveries']} frame deliveries)",
         f"  expectations       {'all hold' if result['expectations_ok'] else 'SOME FAIL'}",
-        f"  load average       {' '.join(str(v) for v in result['load_average'])} (before)",
+        f"  load average       {' '.join(str(v) for v in result['load_average'])} (before); "
+        f"other processes used {result['other_processes_cores']} cores meanwhile",
     ]
     if "target_wall_s" in result:
         verdict = "met" if result["target_met"] else "MISSED"

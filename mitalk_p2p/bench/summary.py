@@ -35,6 +35,7 @@ FANOUT_FIGURES: Final[tuple[tuple[str, Figure], ...]] = (
     ("wire kbit/s per listener", lambda r: r["wire_kbit_s_per_listener"]),
     ("probes kbit/s per listener", lambda r: r["probe_kbit_s_per_listener"]),
     ("CPU cores used", lambda r: r["cpu_cores_used"]["total"]),
+    ("other processes' cores", lambda r: r["cpu_cores_used"]["other_processes"]),
     ("join s", lambda r: r["join_s"]),
     ("load average (1 min)", lambda r: r["load_average"][0]),
 )
@@ -42,6 +43,7 @@ SIM_FIGURES: Final[tuple[tuple[str, Figure], ...]] = (
     ("wall s", lambda r: r["wall_s"]),
     ("virtual s", lambda r: r["virtual_s"]),
     ("peers x frames per s", lambda r: r["peer_frames_per_s"]),
+    ("other processes' cores", lambda r: r["other_processes_cores"]),
     ("load average (1 min)", lambda r: r["load_average"][0]),
 )
 
@@ -77,7 +79,9 @@ def summarize(results: Sequence[dict[str, Any]], out: TextIO) -> None:
             each = ", ".join(f"{value:g}" for value in values)
             out.write(f"  {label:<28} median {median(values):g}   ({each})\n")
         if "targets" in runs[0]:
-            missed = sorted({t["name"] for run in runs for t in run["targets"] if not t["met"]})
+            missed = sorted(
+                {t["name"] for run in runs for t in run["targets"] if t["met"] is False}
+            )
             out.write(f"  {'targets missed in any run':<28} {', '.join(missed) or 'none'}\n")
 
 

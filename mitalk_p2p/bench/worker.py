@@ -13,7 +13,8 @@ line on stdin is a :class:`WorkerConfig` as JSON; after it, one command per line
 
 On stdout it writes one JSON object per line: the answers above, and
 ``{"event": "status", ...}`` (listeners joined, with a parent, hearing the
-speaker, parent changes so far) whenever that changes.  A failure is one
+speaker, failed; parent changes and joins tried again so far) whenever that
+changes.  A failure is one
 ``{"event": "error", "message": ...}`` line and exit status 2.
 
 Each listener is a complete peer (:func:`~..runtime.peer_runtime.open_peer`):
@@ -59,10 +60,13 @@ HEARING_WITHIN: Final = 1.0
 JOIN_TIMEOUT: Final = 30.0
 """Seconds one listener may take to join: a loaded host admits joiners one by one."""
 FDS_PER_LISTENER: Final = 6
-JOIN_ATTEMPTS: Final = 4
+JOIN_ATTEMPTS: Final = 8
 JOIN_RETRY_PAUSE: Final = 1.0
-UNREACHABLE: Final = "could not reach the room"
-"""How :class:`JoinError` begins when no handshake with the room completed."""
+"""Seconds before the second attempt; each later one waits one more, up to the sixth."""
+RETRIED: Final = ("could not reach the room", "no answer from the room")
+"""How the :class:`JoinError` messages that are worth another attempt begin."""
+FREEZE_EVERY: Final = 25
+"""Joins between two :func:`gc.freeze` calls while the room fills (see :func:`settle_heap`)."""
 
 
 class WorkerError(MitalkError):
@@ -106,6 +110,8 @@ class Listener:
     meter: MediaMeter
     jitter: bool
     parent_changes: int = 0
+    failure: str | None = None
+    """Why this listener's peer stopped, if it did: it then hears nothing more."""
 
     def on_event(self, event: PeerEvent) -> None:
         if type(event) is ParentChanged:
@@ -118,6 +124,7 @@ class Worker:
     emit: Callable[[dict[str, Any]], None]
     memo: CryptoMemo | None = None
     listeners: list[Listener] = attrs.Factory(list)
+    join_retries: int = 0
     metering: bool = False
     window_opened: bool = False
     """Set by the first ``start``: from then on the frame logs are kept whole."""
@@ -153,13 +160,19 @@ class Worker:
                         self._serve_listener, invite, name, jitter
                     )
                 except JoinError as exc:
-                    # Only an unreachable room is safe to retry: no join request went out.
-                    if not str(exc).startswith(UNREACHABLE) or attempt == JOIN_ATTEMPTS:
+                    # A refusal is final.  A room that can't be reached or doesn't answer
+                    # in time is tried again, each time with a new identity: a request
+                    # that did reach the host may still be admitted, and that member is
+                    # then one more in the room, never this listener twice.
+                    if not str(exc).startswith(RETRIED) or attempt == JOIN_ATTEMPTS:
                         raise
-                    logger.info("%s could not reach the room; trying again: %s", name, exc)
-                    await trio.sleep(JOIN_RETRY_PAUSE * attempt)
+                    self.join_retries += 1
+                    logger.info("%s: %s; trying again", name, exc)
+                    await trio.sleep(JOIN_RETRY_PAUSE * min(attempt, 6))
                     continue
                 self.listeners.append(listener)
+                if len(self.listeners) % FREEZE_EVERY == 0:
+                    gc.freeze()
                 break
 
     async def _serve_listener(
@@ -187,11 +200,20 @@ class Worker:
             record_frames=True,
             media_meter=meter,
         )
-        async with open_peer(config) as peer:
-            listener = Listener(peer, meter, jitter)
-            peer.subscribe(listener.on_event)
-            task_status.started(listener)
-            await trio.sleep_forever()
+        listener: Listener | None = None
+        try:
+            async with open_peer(config) as peer:
+                listener = Listener(peer, meter, jitter)
+                peer.subscribe(listener.on_event)
+                task_status.started(listener)
+                await trio.sleep_forever()
+        except Exception as exc:
+            if listener is None:
+                raise
+            # One listener's peer failing is a measurement (its frames count as lost),
+            # not a reason to stop the others.
+            listener.failure = f"{type(exc).__name__}: {exc}"
+            logger.warning("listener %s stopped: %s", name, listener.failure)
 
     # --- status --------------------------------------------------------------------
 
@@ -207,8 +229,10 @@ class Worker:
 
     def status(self) -> dict[str, Any]:
         recent = time.monotonic() - HEARING_WITHIN
-        parented = hearing = changes = 0
+        parented = hearing = changes = failed = 0
         for listener in self.listeners:
+            if listener.failure is not None:
+                failed += 1
             peer = listener.peer
             if peer.core.media.parent is not None:
                 parented += 1
@@ -221,6 +245,8 @@ class Worker:
             "parented": parented,
             "hearing": hearing,
             "parent_changes": changes,
+            "failed": failed,
+            "join_retries": self.join_retries,
         }
 
     def _trim_logs(self) -> None:
@@ -278,9 +304,11 @@ def settle_heap() -> None:
 
     One process here holds the room state of hundreds of peers, a heap a
     hundred times a real peer's; a full collection over it stalls the event
-    loop for a quarter of a second, and every peer on the loop with it.
+    loop for a quarter of a second at 300 listeners, seconds at 1,000, and
+    every peer on the loop with it (handshakes time out, probes go unanswered).
     Frozen, the long-lived state is no longer traversed, and collections look
     only at what the measured traffic allocates, as on a peer's own device.
+    While the room fills, the heap is frozen every :data:`FREEZE_EVERY` joins.
     """
     gc.collect()
     gc.freeze()
@@ -332,6 +360,7 @@ def build_report(
                 "frame_bytes": meter.frame_bytes,
                 "other": meter.other_received,
                 "other_bytes": meter.other_bytes,
+                "failure": listener.failure,
             }
         )
         for name in totals:

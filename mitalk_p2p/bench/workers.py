@@ -70,15 +70,20 @@ class WorkerPool:
 
     async def wait_until(self, what: str, condition: Callable[[], bool], within: float) -> None:
         """Return once ``condition()`` holds (re-checked on every worker line), or raise."""
+        if not await self.holds_within(condition, within):
+            raise BenchError(f"{what} did not happen within {within:g} s ({self.describe()})")
+
+    async def holds_within(self, condition: Callable[[], bool], within: float) -> bool:
+        """Whether ``condition()`` came to hold within ``within`` seconds."""
         with trio.move_on_after(within):
             while not condition():
                 self._check_alive()
                 await self._changed.wait()
-            return
-        raise BenchError(f"{what} did not happen within {within:g} s ({self.describe()})")
+            return True
+        return False
 
-    async def wait_quiet(self, field: str, quiet: float, within: float) -> None:
-        """Return once ``field`` summed over the workers has not changed for ``quiet`` s."""
+    async def quiet_within(self, field: str, quiet: float, within: float) -> bool:
+        """Whether ``field`` (summed) stayed unchanged for ``quiet`` s within ``within`` s."""
         with trio.move_on_after(within):
             while True:
                 before = self.total(field)
@@ -87,8 +92,8 @@ class WorkerPool:
                         self._check_alive()
                         await self._changed.wait()
                     continue
-                return
-        raise BenchError(f"the tree kept changing for {within:g} s ({self.describe()})")
+                return True
+        return False
 
     async def ask(
         self, command: dict[str, Any], answer: str, within: float

@@ -14,9 +14,10 @@ keeps no state before it completes beyond its own task.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
 import attrs
@@ -24,7 +25,7 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
-from ..core.errors import MitalkError, WireError
+from ..core.errors import MitalkError, WireError, leaf_exceptions
 from ..core.handshake import HandshakeError, HandshakeReplayGuard
 from ..core.identity import Identity, PublicKey
 from ..core.ids import RoomId
@@ -55,6 +56,19 @@ _DIAL_FAILURES = (
     HandshakeError,
     trio.TooSlowError,
 )
+
+
+@contextlib.contextmanager
+def _one_error() -> Iterator[None]:
+    """Re-raise a nursery's lone exception as itself, so callers can catch it by type
+    (a handshake that failed or timed out inside the websocket's nursery)."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves = leaf_exceptions(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
 
 
 @attrs.define
@@ -211,6 +225,15 @@ class ControlPlane:
             await self._dial_and_run(host, port, key)
         except (*_DIAL_FAILURES, MitalkError) as exc:
             self._dial_failed(key, address, exc)
+        except BaseExceptionGroup as group:
+            # Several failures at once from the websocket's nursery: still a failed dial,
+            # unless something else (a cancellation, a bug) is among them.
+            if not all(
+                isinstance(leaf, (*_DIAL_FAILURES, MitalkError))
+                for leaf in leaf_exceptions(group)
+            ):
+                raise
+            self._dial_failed(key, address, group)
         finally:
             self._dialing.discard(key)
 
@@ -236,27 +259,37 @@ class ControlPlane:
         with trio.fail_after(CONNECT_TIMEOUT):
             stream = await trio.open_tcp_stream(host, port)
         try:
-            async with trio.open_nursery() as websocket_nursery:
-                with trio.fail_after(CONNECT_TIMEOUT):
-                    websocket = await trio_websocket.wrap_client_stream(
-                        websocket_nursery,
-                        stream,
-                        host,
-                        "/",
-                        max_message_size=MAX_WEBSOCKET_MESSAGE,
-                    )
-                try:
-                    link = await initiate(
-                        websocket, self.identity, self.room_id, expected_remote=expected
-                    )
-                    self._backoff.pop(expected, None)
-                    self._register(link)
-                    task_status.started(link)
-                    await self._run_link(link)
-                finally:
-                    websocket_nursery.cancel_scope.cancel()
+            with _one_error():
+                await self._run_websocket(stream, host, expected, task_status)
         finally:
             await trio.aclose_forcefully(stream)
+
+    async def _run_websocket(
+        self,
+        stream: trio.SocketStream,
+        host: str,
+        expected: PublicKey,
+        task_status: trio.TaskStatus[SecureLink],
+    ) -> None:
+        async with trio.open_nursery() as websocket_nursery:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                websocket = await trio_websocket.wrap_client_stream(
+                    websocket_nursery,
+                    stream,
+                    host,
+                    "/",
+                    max_message_size=MAX_WEBSOCKET_MESSAGE,
+                )
+            try:
+                link = await initiate(
+                    websocket, self.identity, self.room_id, expected_remote=expected
+                )
+                self._backoff.pop(expected, None)
+                self._register(link)
+                task_status.started(link)
+                await self._run_link(link)
+            finally:
+                websocket_nursery.cancel_scope.cancel()
 
     # --- internals: answering ------------------------------------------------------
 

@@ -14,9 +14,11 @@ doing so.  From that it keeps:
   did not, so the cost of relaying can be told from the cost of listening;
 - the datagrams and bytes received, frames and other datagrams apart.
 
-Without a meter the runtime makes none of these calls.  Counting happens only
-while :attr:`MediaMeter.active` is true, so a benchmark can meter exactly its
-measurement window.
+Without a meter the runtime makes none of these calls.  Counting, and reading
+the clocks, happen only while :attr:`MediaMeter.active` is true, so a benchmark
+meters exactly its measurement window.  While active, a batch costs four reads
+of the thread CPU clock and one of the wall clock per forwarded copy (about
+0.2 to 1 µs each, depending on the machine).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class MediaMeter:
     """Thread CPU seconds spent on batches with frames that forwarded none."""
     hold_us: list[int] = attrs.Factory(list)
     handling_us: list[int] = attrs.Factory(list)
-    _read_at: float = 0.0
+    _read_at: float | None = None
     _handling_at: float | None = None
     _cpu: float = 0.0
     _cpu_at: float = 0.0
@@ -60,26 +62,33 @@ class MediaMeter:
 
     def draining(self) -> None:
         """The socket is about to be read (the start of the batch's CPU time)."""
-        self._cpu_at = time.thread_time()
+        if self.active:
+            self._cpu_at = time.thread_time()
 
     def received(self, batch: list[tuple[bytes, str]]) -> None:
         """``batch`` was just read off the socket."""
+        if not self.active:
+            self._read_at = None
+            return
         self._read_at = time.perf_counter()
         self._cpu = time.thread_time() - self._cpu_at
         frames = 0
-        if self.active:
-            for data, _source in batch:
-                if data and data[0] == FRAME_TYPE:
-                    frames += 1
-                    self.frame_bytes += len(data)
-                else:
-                    self.other_received += 1
-                    self.other_bytes += len(data)
-            self.frames_received += frames
+        for data, _source in batch:
+            if data and data[0] == FRAME_TYPE:
+                frames += 1
+                self.frame_bytes += len(data)
+            else:
+                self.other_received += 1
+                self.other_bytes += len(data)
+        self.frames_received += frames
         self._batch_frames = frames
 
     def handling(self) -> None:
         """The peer's task runs again and starts handling the batch."""
+        if not self.active or self._read_at is None:
+            # Metering started while this batch waited: it is not measured.
+            self._handling_at = None
+            return
         self._handling_at = time.perf_counter()
         self._cpu_at = time.thread_time()
         self._batch_copies = 0
@@ -87,18 +96,20 @@ class MediaMeter:
     def sent(self, data: bytes) -> None:
         """A datagram went out; while a batch is handled, a frame sent is a forwarded copy."""
         handling_at = self._handling_at
-        if handling_at is None or not self.active or not data or data[0] != FRAME_TYPE:
+        if handling_at is None or not data or data[0] != FRAME_TYPE:
             return
         self._batch_copies += 1
-        if len(self.hold_us) < MAX_HOLD_SAMPLES:
+        if len(self.hold_us) < MAX_HOLD_SAMPLES and self._read_at is not None:
             now = time.perf_counter()
             self.hold_us.append(round((now - self._read_at) * 1e6))
             self.handling_us.append(round((now - handling_at) * 1e6))
 
     def handled(self) -> None:
         """The batch is handled and everything it caused is sent."""
+        if self._handling_at is None:
+            return
         self._handling_at = None
-        if not self.active or not self._batch_frames:
+        if not self._batch_frames:
             return
         cpu = self._cpu + time.thread_time() - self._cpu_at
         if self._batch_copies:

@@ -231,3 +231,22 @@ async def test_a_real_peer_refuses_the_simulators_keys() -> None:
     with pytest.raises(SimulatedKeysRefused):
         async with open_peer(config):
             pass
+
+
+async def test_a_dial_that_meets_the_wrong_key_is_a_failed_dial_not_a_dead_peer() -> None:
+    stranger = Identity.generate("Stranger").public_key
+    async with (
+        open_peer(PeerConfig(Identity.generate("Host"), HostRoom("Room"))) as host,
+        open_peer(PeerConfig(Identity.generate("Impostor"), HostRoom("Other"))) as impostor,
+    ):
+        # The directory says the stranger is at the impostor's address: the handshake
+        # proves another key, inside the websocket's own nursery.
+        host.plane.learn(stranger, impostor.control_address)
+        host.plane.send(stranger, b"hello")
+        # The host goes on admitting and serving members.
+        config = PeerConfig(Identity.generate("Listener"), JoinRoom(host.invite()))
+        async with open_peer(config) as listener:
+            await _until(host, lambda: host.plane.statistics().dial_failures == 1)
+            await _until(host, lambda: listener.me in host.plane.linked())
+            assert not host.left.is_set() and listener.joined.is_set()
+        assert impostor.plane.statistics().handshakes_failed == 1
