@@ -15,13 +15,14 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn, TextIO
 
 import attrs
 import trio
 
+from mitalk_p2p.arg_types import bounded_int
 from mitalk_p2p.core.errors import MitalkError, leaf_exceptions
 from mitalk_p2p.runtime.addresses import AddressError, parse_address
 
@@ -56,19 +57,6 @@ def _listen_address(text: str) -> str:
     return text
 
 
-def _bounded_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is out of range ({low} to {high})")
-        return value
-
-    return parse
-
-
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -89,16 +77,16 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", type=Path, metavar="FILE",
                         help="keep announcements in this SQLite file, so a restart loses none")
     group = parser.add_argument_group("limits")
-    group.add_argument("--max-rooms", type=_bounded_int(1, 10_000_000), metavar="N",
+    group.add_argument("--max-rooms", type=bounded_int(1, 10_000_000), metavar="N",
                        default=rooms.max_rooms,
                        help=f"rooms to hold at most (default {rooms.max_rooms})")
-    group.add_argument("--max-addresses", type=_bounded_int(1, MAX_ADDRESSES), metavar="N",
+    group.add_argument("--max-addresses", type=bounded_int(1, MAX_ADDRESSES), metavar="N",
                        default=rooms.max_addresses,
                        help=f"addresses one room may list (default {rooms.max_addresses})")
-    group.add_argument("--max-connections", type=_bounded_int(1, 1_000_000), metavar="N",
+    group.add_argument("--max-connections", type=bounded_int(1, 1_000_000), metavar="N",
                        default=limits.max_connections,
                        help=f"open connections in total (default {limits.max_connections})")
-    group.add_argument("--max-connections-per-ip", type=_bounded_int(1, 1_000_000),
+    group.add_argument("--max-connections-per-ip", type=bounded_int(1, 1_000_000),
                        metavar="N", default=limits.max_connections_per_ip,
                        help="open connections from one source IP "
                        f"(default {limits.max_connections_per_ip})")
@@ -110,7 +98,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                        default=limits.request_rate,
                        help=f"requests per second one connection may sustain "
                        f"(default {limits.request_rate:g})")
-    group.add_argument("--request-burst", type=_bounded_int(1, 10_000), metavar="N",
+    group.add_argument("--request-burst", type=bounded_int(1, 10_000), metavar="N",
                        default=limits.request_burst,
                        help=f"requests one connection may send at once "
                        f"(default {limits.request_burst})")

@@ -11,24 +11,13 @@ import json
 import os
 from typing import Any, Protocol, TextIO
 
+from ..arg_types import bounded_int
+
 FRAME_MS_CHOICES = (10, 20, 40)
 
 
 class _Context(Protocol):
     out: TextIO
-
-
-def _bounded_int(low: int, high: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
-        return value
-
-    return parse
 
 
 def _seconds(text: str) -> float:
@@ -69,11 +58,11 @@ def add_bench(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
         parents=parents,
     )
     fanout.add_argument(
-        "--listeners", type=_bounded_int(1, 5000), default=300, metavar="N", help="(300)"
+        "--listeners", type=bounded_int(1, 5000), default=300, metavar="N", help="(300)"
     )
     fanout.add_argument(
         "--fanout",
-        type=_bounded_int(1, 64),
+        type=bounded_int(1, 64),
         default=8,
         metavar="K",
         help="children per relay, and the tree's fanout (8)",
@@ -83,7 +72,7 @@ def add_bench(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     fanout.add_argument(
         "--processes",
-        type=_bounded_int(1, 256),
+        type=bounded_int(1, 256),
         default=os.cpu_count() or 1,
         metavar="P",
         help="worker processes the listeners are spread over (the number of cores)",
@@ -99,7 +88,7 @@ def add_bench(subparsers: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     fanout.add_argument(
         "--jitter-every",
-        type=_bounded_int(1, 1_000_000),
+        type=bounded_int(1, 1_000_000),
         default=10,
         metavar="K",
         help="one listener in K runs a jitter buffer (10; 1 for all)",
