@@ -47,3 +47,12 @@ def _valid_correlation(
 def received_after(report: dict[str, Any], moment: float) -> int:
     """Frames a peer's ``--report`` says it received after ``moment`` (monotonic seconds)."""
     return sum(1 for _, _, at in report["received"] if at > moment)
+
+
+def tail_correlation(source: Path, heard: Path, seconds: float, margin: float = 0.5) -> float:
+    """:func:`aligned_correlation` of the last ``seconds`` of ``heard`` (less ``margin``,
+    where the peers were already leaving): the room had formed by then."""
+    rate, samples = read_wav(heard)
+    start = len(samples) / rate - seconds - margin
+    assert start >= 0.5, f"{heard.name}: only {len(samples) / rate:.1f} s recorded"
+    return aligned_correlation(source, heard, start, seconds)
