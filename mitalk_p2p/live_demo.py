@@ -148,24 +148,26 @@ class Conductor:
             os.close(log)
         peer = DemoPeer(name, process, report=report)
         self.peers[name] = peer
-        nursery.start_soon(self._read_events, peer)
+        nursery.start_soon(read_events, peer)
         return peer
 
-    async def _read_events(self, peer: DemoPeer) -> None:
-        assert peer.process.stdout is not None
-        buffer = b""
-        async for chunk in peer.process.stdout:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict):
-                    peer.record(event)
-        await peer.process.wait()
-        peer.record({"event": "process_exited", "code": peer.process.returncode})
+
+async def read_events(peer: DemoPeer) -> None:
+    """Record each JSON event line a peer's process prints, then its exit."""
+    assert peer.process.stdout is not None
+    buffer = b""
+    async for chunk in peer.process.stdout:
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                peer.record(event)
+    await peer.process.wait()
+    peer.record({"event": "process_exited", "code": peer.process.returncode})
 
 
 async def _run(out: TextIO, output: Path) -> int:

@@ -39,6 +39,7 @@ import attrs
 import trio
 
 from . import profile
+from .arg_types import bounded_int
 from .audio.io import FrameInput, FrameOutput, NullOutput, input_from_spec
 from .audio.playout import Playback
 from .audio.sources import AudioSourceError
@@ -141,14 +142,8 @@ def ip_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 1_000_000:
-        raise argparse.ArgumentTypeError(f"{value} is out of range (1 to 1000000)")
-    return value
+positive_int = bounded_int(1, 1_000_000)
+"""A whole number from 1 to a million."""
 
 
 # -- parsers ------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import trio
 
 from mitalk_p2p.core.invite import SignedInvite
 from mitalk_p2p.discovery.switch import MDNS_ENV
-from mitalk_p2p.live_demo import DATA, DemoPeer
+from mitalk_p2p.live_demo import DATA, DemoPeer, read_events
 
 from .netns_lab import NetnsLab
 
@@ -93,7 +93,7 @@ class LanRoom:
         peer = DemoPeer(name, process)
         self.peers[name] = peer
         self.namespaces[name] = namespace
-        self.nursery.start_soon(_read_events, peer)
+        self.nursery.start_soon(read_events, peer)
         return peer
 
     async def start_bootstrap(self, namespace: str) -> tuple[DemoPeer, str]:
@@ -161,23 +161,6 @@ class LanRoom:
                 await peer.process.wait()
             if peer.process.stdin is not None:
                 await peer.process.stdin.aclose()
-
-
-async def _read_events(peer: DemoPeer) -> None:
-    assert peer.process.stdout is not None
-    buffer = b""
-    async for chunk in peer.process.stdout:
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                peer.record(record)
-    await peer.process.wait()
-    peer.record({"event": "process_exited", "code": peer.process.returncode})
 
 
 @asynccontextmanager
