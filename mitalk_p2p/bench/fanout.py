@@ -252,6 +252,7 @@ def _gather(
 ) -> FanoutRun:
     rows: list[dict[str, Any]] = []
     meters = Meters()
+    arrival_us: list[int] = []
     hold_us: list[int] = []
     handling_us: list[int] = []
     workers_cpu = 0.0
@@ -259,6 +260,7 @@ def _gather(
         for row in report["listeners"]:
             rows.append({**row, "metered_s": report["metered_s"]})
         meters = meters + Meters.from_json(report["meters"])
+        arrival_us.extend(report["meters"].get("arrival_us", ()))
         hold_us.extend(report["meters"]["hold_us"])
         handling_us.extend(report["meters"]["handling_us"])
         workers_cpu += float(report["process_cpu_s"])
@@ -275,6 +277,7 @@ def _gather(
         frames_sent=frames_sent,
         rows=tuple(rows),
         meters=meters,
+        arrival_us=tuple(arrival_us),
         hold_us=tuple(hold_us),
         handling_us=tuple(handling_us),
         tree=tree,

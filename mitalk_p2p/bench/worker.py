@@ -49,6 +49,7 @@ from ..core.media_events import ParentChanged
 from ..core.peer import PeerEvent
 from ..runtime.media_meter import MediaMeter
 from ..runtime.peer_runtime import JoinError, JoinRoom, PeerConfig, RunningPeer, open_peer
+from ..runtime.timers import TimerService, open_timer_service
 from .resources import process_cpu_seconds, raise_open_file_limit
 
 logger = logging.getLogger(__name__)
@@ -133,9 +134,13 @@ class Worker:
     cpu_from: float = 0.0
     cpu_until: float = 0.0
     _last_status: dict[str, Any] | None = None
+    timers: TimerService | None = None
 
     async def run(self, commands: AsyncIterator[dict[str, Any]]) -> None:
-        async with trio.open_nursery() as nursery:
+        # One timer service for every peer of the worker: a trio task per peer
+        # sleeping until its next deadline costs a cancellation per wake-up.
+        async with open_timer_service() as timers, trio.open_nursery() as nursery:
+            self.timers = timers
             nursery.start_soon(self._join_all, nursery)
             nursery.start_soon(self._watch)
             async for command in commands:
@@ -199,6 +204,7 @@ class Worker:
             join_timeout=JOIN_TIMEOUT,
             record_frames=True,
             media_meter=meter,
+            timers=self.timers,
         )
         listener: Listener | None = None
         try:
@@ -334,6 +340,7 @@ def build_report(
     rows = []
     totals = dict.fromkeys(("relay_batches", "relay_frames", "relay_copies", "leaf_frames"), 0)
     cpu = {"relay_cpu": 0.0, "leaf_cpu": 0.0}
+    arrival_us: list[int] = []
     hold_us: list[int] = []
     handling_us: list[int] = []
     for listener in listeners:
@@ -367,11 +374,18 @@ def build_report(
             totals[name] += getattr(meter, name)
         cpu["relay_cpu"] += meter.relay_cpu
         cpu["leaf_cpu"] += meter.leaf_cpu
+        arrival_us.extend(meter.arrival_us)
         hold_us.extend(meter.hold_us)
         handling_us.extend(meter.handling_us)
     return {
         "listeners": rows,
-        "meters": {**totals, **cpu, "hold_us": hold_us, "handling_us": handling_us},
+        "meters": {
+            **totals,
+            **cpu,
+            "arrival_us": arrival_us,
+            "hold_us": hold_us,
+            "handling_us": handling_us,
+        },
         "metered_s": metered_s,
         "process_cpu_s": cpu_s,
         "memo": None if memo is None else {"hits": memo.hits, "misses": memo.misses},

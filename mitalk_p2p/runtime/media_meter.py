@@ -5,10 +5,13 @@ every batch of datagrams the peer reads, when the batch left the socket, when
 the peer started and finished handling it, and which frames it sent on while
 doing so.  From that it keeps:
 
-- how long the peer held each frame it relayed: from reading the datagram off
-  the socket to the ``sendto`` of each forwarded copy (``hold_us``), and the
-  part of that spent handling it once the peer's task was running again
-  (``handling_us``), the rest being the wait for the event loop;
+- how long the peer held each frame it relayed, to the ``sendto`` of each
+  forwarded copy: from the kernel's arrival timestamp of the datagram
+  (``SO_TIMESTAMPNS``, where the socket offers it; ``arrival_us``), from
+  reading it off the socket (``hold_us``), and from the moment the peer's task
+  started handling the batch (``handling_us``).  Arrival to read is the wait
+  for the event loop to run the peer's receive task; read to handling is
+  whatever the task yielded to in between;
 - the thread CPU time of the receive path (reading, checking, forwarding,
   decrypting), split between batches that forwarded frames and batches that
   did not, so the cost of relaying can be told from the cost of listening;
@@ -51,8 +54,10 @@ class MediaMeter:
     leaf_frames: int = 0
     leaf_cpu: float = 0.0
     """Thread CPU seconds spent on batches with frames that forwarded none."""
+    arrival_us: list[int] = attrs.Factory(list)
     hold_us: list[int] = attrs.Factory(list)
     handling_us: list[int] = attrs.Factory(list)
+    _arrivals: dict[bytes, float] = attrs.Factory(dict)
     _read_at: float | None = None
     _handling_at: float | None = None
     _cpu: float = 0.0
@@ -65,11 +70,21 @@ class MediaMeter:
         if self.active:
             self._cpu_at = time.thread_time()
 
-    def received(self, batch: list[tuple[bytes, str]]) -> None:
-        """``batch`` was just read off the socket."""
+    def received(
+        self, batch: list[tuple[bytes, str]], arrivals: list[float] | None = None
+    ) -> None:
+        """``batch`` was just read off the socket.
+
+        ``arrivals`` holds the kernel's receive timestamp of each datagram
+        (``time.time()`` clock) when the socket provides them.
+        """
         if not self.active:
             self._read_at = None
             return
+        # A relay forwards a frame's bytes unchanged: a copy is matched to its arrival by them.
+        self._arrivals = (
+            {data: at for (data, _), at in zip(batch, arrivals, strict=True)} if arrivals else {}
+        )
         self._read_at = time.perf_counter()
         self._cpu = time.thread_time() - self._cpu_at
         frames = 0
@@ -103,6 +118,9 @@ class MediaMeter:
             now = time.perf_counter()
             self.hold_us.append(round((now - self._read_at) * 1e6))
             self.handling_us.append(round((now - handling_at) * 1e6))
+            arrival = self._arrivals.get(data)
+            if arrival is not None and arrival == arrival:  # NaN: no timestamp
+                self.arrival_us.append(round((time.time() - arrival) * 1e6))
 
     def handled(self) -> None:
         """The batch is handled and everything it caused is sent."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -51,6 +50,7 @@ from .capture_clock import CaptureClock
 from .control_plane import ControlPlane, ControlStatistics
 from .link_records import Channel
 from .media_meter import MediaMeter
+from .timers import Timer, TimerService, open_timer_service
 from .udp import UdpEndpoint, UdpStatistics, open_udp_endpoint
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ class PeerConfig:
     """Keep a timing record per frame sent and received (for reports and benchmarks)."""
     media_meter: MediaMeter | None = None
     """Benchmark instrumentation of the media receive path (see :mod:`.media_meter`)."""
+    timers: TimerService | None = None
+    """A timer service shared with other peers on this trio loop (None: the peer runs its own)."""
 
 
 @attrs.frozen
@@ -175,9 +177,8 @@ class RunningPeer:
     left_reason: str | None = None
     frame_log: FrameLog = attrs.Factory(FrameLog)
     _subscribers: list[EventCallback] = attrs.Factory(list)
-    _rearm: trio.Event = attrs.Factory(trio.Event)
     _changed: trio.Event = attrs.Factory(trio.Event)
-    _armed_at: float = math.inf
+    _timer: Timer | None = None
     _refusal: str | None = None
     _shared_offset: float = 0.0
     _frames_captured: int = 0
@@ -299,8 +300,9 @@ class RunningPeer:
         if events:
             self._deliver(events)
         deadline = core.next_deadline()
-        if deadline is not None and deadline < self._armed_at:
-            self._rearm.set()
+        timer = self._timer
+        if deadline is not None and timer is not None and deadline < timer.deadline:
+            timer.arm(deadline)
         self._changed.set()
         self._changed = trio.Event()
 
@@ -351,18 +353,16 @@ class RunningPeer:
             logger.debug("dropped a message from %s: %s", sender.short, exc)
         self._after_input()
 
-    async def _timer(self) -> None:
-        core = self.core
-        while True:
-            deadline = core.next_deadline()
-            self._armed_at = math.inf if deadline is None else deadline
-            self._rearm = trio.Event()
-            with trio.move_on_at(self._armed_at):
-                await self._rearm.wait()
-                continue
-            self._armed_at = math.inf
-            core.handle_timer(trio.current_time())
-            self._after_input()
+    def _start_timer(self, timers: TimerService) -> None:
+        self._timer = timers.timer(self._on_timer)
+        deadline = self.core.next_deadline()
+        if deadline is not None:
+            self._timer.arm(deadline)
+
+    def _on_timer(self) -> None:
+        """The core's deadline passed (the timer is disarmed when this runs)."""
+        self.core.handle_timer(trio.current_time())
+        self._after_input()
 
     async def _receive_media(self) -> None:
         core, udp = self.core, self.udp
@@ -514,6 +514,16 @@ def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 @asynccontextmanager
 async def _run_peer(config: PeerConfig) -> AsyncIterator[RunningPeer]:
+    if config.timers is not None:
+        async with _run_peer_with(config, config.timers) as peer:
+            yield peer
+    else:
+        async with open_timer_service() as timers, _run_peer_with(config, timers) as peer:
+            yield peer
+
+
+@asynccontextmanager
+async def _run_peer_with(config: PeerConfig, timers: TimerService) -> AsyncIterator[RunningPeer]:
     key_source = refuse_simulated_keys(config.key_source)
     async with open_udp_endpoint(config.media_address) as udp, trio.open_nursery() as nursery:
         core = _new_core(config, udp.local_address, key_source)
@@ -526,10 +536,10 @@ async def _run_peer(config: PeerConfig) -> AsyncIterator[RunningPeer]:
         )
         peer = RunningPeer(config, core, udp, plane, nursery)
         peer._shared_offset = time.monotonic() - trio.current_time()
-        udp.meter = config.media_meter
+        udp.attach_meter(config.media_meter)
         holder.append(peer)
         await nursery.start(plane.serve, config.control_address)
-        nursery.start_soon(peer._timer)
+        peer._start_timer(timers)
         nursery.start_soon(peer._receive_media)
         try:
             if isinstance(config.room, JoinRoom):
@@ -548,6 +558,8 @@ async def _run_peer(config: PeerConfig) -> AsyncIterator[RunningPeer]:
             with trio.CancelScope(shield=True):
                 await _depart(peer)
             nursery.cancel_scope.cancel()
+            if peer._timer is not None:
+                peer._timer.disarm()
             if config.playback is not None:
                 config.playback.close()
 

@@ -12,15 +12,24 @@ have done with it anyway.
 from __future__ import annotations
 
 import errno
+import math
 import socket
+import struct
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 import attrs
 import trio
 
 from .addresses import format_address, parse_address
 from .media_meter import MediaMeter
+
+_SO_TIMESTAMPNS: Final = 35
+"""Linux's SO_TIMESTAMPNS (also the ancillary message type); absent from :mod:`socket`."""
+_TIMESPEC: Final = struct.Struct("@qq")
+_TIMESTAMP_SPACE: Final = socket.CMSG_SPACE(_TIMESPEC.size)
 
 MAX_DATAGRAM = 65_535
 DEFAULT_MAX_BATCH = 256
@@ -81,7 +90,8 @@ class UdpEndpoint:
     _destinations: dict[str, tuple[str, int]] = attrs.Factory(dict)
     _closed: bool = False
     meter: MediaMeter | None = None
-    """Benchmark instrumentation (see :mod:`.media_meter`); None in normal use."""
+    """Benchmark instrumentation (see :mod:`.media_meter`); set with :meth:`attach_meter`."""
+    _kernel_timestamps: bool = False
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -94,19 +104,39 @@ class UdpEndpoint:
         Raises :class:`trio.ClosedResourceError` once the endpoint is closed.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while True:
             if self._closed:
                 raise trio.ClosedResourceError("the UDP endpoint is closed")
             meter = self.meter
-            if meter is not None:
+            arrivals: list[float] | None = None
+            if meter is None:
+                batch = self._drain(max_batch)
+            else:
                 meter.draining()
-            batch = self._drain(max_batch)
+                if self._kernel_timestamps and meter.active:
+                    batch, arrivals = self._drain_stamped(max_batch)
+                else:
+                    batch = self._drain(max_batch)
             if batch:
                 if meter is not None:
-                    meter.received(batch)
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                    meter.received(batch, arrivals)
+                if not waited:
+                    # Data was already queued: yield once, so that a busy socket
+                    # cannot starve the other tasks.  After a wait for readability
+                    # the task has just been scheduled, and a second trip through
+                    # the run queue only delays the datagrams.
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return batch
             await trio.lowlevel.wait_readable(self._sock)
+            waited = True
+
+    def attach_meter(self, meter: MediaMeter | None) -> None:
+        """Meter the receive path; the kernel then timestamps each arriving datagram."""
+        self.meter = meter
+        if meter is not None and not self._kernel_timestamps and sys.platform == "linux":
+            self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            self._kernel_timestamps = True
 
     def _drain(self, max_batch: int) -> list[tuple[bytes, str]]:
         batch: list[tuple[bytes, str]] = []
@@ -129,6 +159,34 @@ class UdpEndpoint:
             if len(batch) > counts["largest_batch"]:
                 counts["largest_batch"] = len(batch)
         return batch
+
+    def _drain_stamped(self, max_batch: int) -> tuple[list[tuple[bytes, str]], list[float]]:
+        """:meth:`_drain` with each datagram's kernel arrival time (NaN if missing)."""
+        batch: list[tuple[bytes, str]] = []
+        arrivals: list[float] = []
+        recvmsg = self._sock.recvmsg
+        while len(batch) < max_batch:
+            try:
+                data, ancillary, _flags, source = recvmsg(MAX_DATAGRAM, _TIMESTAMP_SPACE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno not in _TRANSIENT_ERRNOS:
+                    raise
+                self._counts["receive_errors"] += 1
+                continue
+            arrival = math.nan
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= 16:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+                    arrival = seconds + nanoseconds / 1e9
+            batch.append((data, format_address(source[0], source[1])))
+            arrivals.append(arrival)
+        if batch:
+            self._counts["datagrams_received"] += len(batch)
+            self._counts["batches"] += 1
+            self._counts["largest_batch"] = max(self._counts["largest_batch"], len(batch))
+        return batch, arrivals
 
     def send(self, data: bytes, address: str) -> bool:
         """Send without waiting.  False (and counted) if the datagram could not go."""
