@@ -171,7 +171,7 @@ def test_large_rooms_are_judged_by_the_large_room_targets() -> None:
 def test_the_meter_tells_forwarded_copies_from_the_peers_own_sends() -> None:
     frame = bytes([FRAME_TYPE]) + bytes(150)
     probe = b"\x21" + bytes(40)
-    meter = MediaMeter(active=True)
+    meter = MediaMeter(active=True, cpu_sample_every=1)
     meter.sent(frame)  # outside a batch: the peer's own frame, not a forward
     meter.draining()
     meter.received([(frame, "a"), (probe, "b")])
@@ -201,6 +201,21 @@ def test_the_meter_tells_forwarded_copies_from_the_peers_own_sends() -> None:
     meter.sent(frame)
     meter.handled()
     assert meter.frames_received == 2 and meter.relay_copies == 2
+
+
+def test_the_meter_times_one_batch_in_n_and_counts_every_copy() -> None:
+    frame = bytes([FRAME_TYPE]) + bytes(150)
+    meter = MediaMeter(active=True, cpu_sample_every=4)
+    for _ in range(12):
+        meter.draining()
+        meter.received([(frame, "a")])
+        meter.handling()
+        meter.sent(frame)
+        meter.handled()
+    assert meter.forwarded_copies == 12
+    assert (meter.relay_batches, meter.relay_frames, meter.relay_copies) == (3, 3, 3)
+    assert meter.relay_cpu > 0
+    assert len(meter.hold_us) == 12
 
 
 def test_the_summary_prints_medians_per_configuration(
