@@ -7,14 +7,25 @@ failed dial backs off exponentially; the room protocol's own retries
 (heartbeats, resync requests, claims) bring new attempts, which is how a peer
 recovers by itself after its network comes back.
 
-Incoming connections are answered as Noise responders.  At most
-``max_handshakes`` run at once, each bounded by a timeout, and a handshake
-keeps no state before it completes beyond its own task.
+Incoming connections are answered as Noise responders.  Each TCP connection
+is first checked against a per-source-address budget (:mod:`..core.admission`):
+one that is over it gets an HTTP 429 (or 503) and is closed before a websocket
+or any handshake state exists.  At most ``max_handshakes`` run at once, each
+bounded by a timeout, and a handshake keeps no state before it completes beyond
+its own task.  Whatever a connection does, it ends when its handler does: the
+TCP stream is closed then, even if the peer never answers a closing handshake.
+
+With ``is_member``, the directory is for members only: the host sends it to a
+linked peer only once the room has admitted it, and a peer keeps contacts only
+from members; a stranger's own address waits on its link until it is admitted.
+So a peer that is refused, or never asks to join, learns no member's key or
+address and can't fill the directory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -25,6 +36,7 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
+from ..core.admission import Admission, Verdict
 from ..core.errors import MitalkError, WireError, leaf_exceptions
 from ..core.handshake import HandshakeError, HandshakeReplayGuard
 from ..core.identity import Identity, PublicKey
@@ -45,6 +57,20 @@ DIRECTORY_FLUSH: Final = 0.25
 """Seconds the host gathers newly learned addresses before passing them on."""
 MAX_WEBSOCKET_MESSAGE: Final = 70_000
 """One Noise message and websocket framing: nothing larger is ever legitimate."""
+REFUSAL_TIMEOUT: Final = 0.5
+"""Seconds spent telling a refused connection why, before it is closed regardless."""
+_REFUSALS: Final = {
+    Verdict.RATE_LIMITED: b"429 Too Many Requests",
+    Verdict.SOURCE_FULL: b"429 Too Many Requests",
+    Verdict.TABLE_FULL: b"503 Service Unavailable",
+}
+_CONNECTION_ERRORS = (
+    ConnectionClosed,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+    OSError,
+)
 
 CoreHandler = Callable[[PublicKey, bytes, bytes], None]
 """Called with (sender, message, link handshake hash) for each core message."""
@@ -79,6 +105,15 @@ class ControlStatistics:
     dial_failures: int = 0
     handshakes_failed: int = 0
     handshakes_refused_busy: int = 0
+    """Refused because ``max_handshakes`` were running, or every tracked source held one."""
+    handshakes_rate_limited: int = 0
+    """Refused before the handshake: the source address started too many lately."""
+    links_refused_source: int = 0
+    """Refused before the handshake: the source address held too many connections."""
+    links_failed: int = 0
+    """Links closed because the peer sent something malformed or oversized."""
+    contacts_ignored: int = 0
+    """Contacts a peer that is not a member announced for keys other than its own."""
     messages_queued: int = 0
     messages_dropped: int = 0
     """Messages for a key with no link that could not wait: queue full or dial failed."""
@@ -94,6 +129,10 @@ class ControlPlane:
     max_handshakes: int = 64
     own_address: str = ""
     """This peer's control address as others should dial it, once serving."""
+    admission: Admission = attrs.Factory(Admission)
+    """The per-source-address budget every incoming connection is checked against."""
+    is_member: Callable[[PublicKey], bool] | None = None
+    """Whether a key is a member of the room; ``None`` treats every linked peer as one."""
     _nursery: trio.Nursery | None = None
     _links: dict[PublicKey, list[SecureLink]] = attrs.Factory(dict)
     _contacts: dict[PublicKey, str] = attrs.Factory(dict)
@@ -107,6 +146,8 @@ class ControlPlane:
     _replay_guard: HandshakeReplayGuard = attrs.Factory(HandshakeReplayGuard)
     _all_links: set[SecureLink] = attrs.Factory(set)
     _links_gone: trio.Event = attrs.Factory(trio.Event)
+    _strangers: dict[PublicKey, str | None] = attrs.Factory(dict)
+    """Linked keys that are not members (yet), with the address each announced itself."""
     _stats: ControlStatistics = attrs.Factory(ControlStatistics)
 
     # --- lifecycle -----------------------------------------------------------------
@@ -116,22 +157,15 @@ class ControlPlane:
     ) -> None:
         """Listen on ``address`` (``HOST:PORT``, port 0 for any) until cancelled."""
         host, port = parse_address(address, any_port=True)
+        listeners = await trio.open_tcp_listeners(port, host=host)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            server = await nursery.start(
-                lambda task_status: trio_websocket.serve_websocket(
-                    self._accept,
-                    host,
-                    port,
-                    None,
-                    handler_nursery=nursery,
-                    max_message_size=MAX_WEBSOCKET_MESSAGE,
-                    connect_timeout=CONNECT_TIMEOUT,
-                    disconnect_timeout=1.0,
-                    task_status=task_status,
+            await nursery.start(
+                functools.partial(
+                    trio.serve_listeners, self._serve_connection, listeners, handler_nursery=nursery
                 )
             )
-            self.own_address = format_address(host, server.port)
+            self.own_address = format_address(host, listeners[0].socket.getsockname()[1])
             nursery.start_soon(self._pass_on_directory)
             task_status.started(self.own_address)
 
@@ -149,6 +183,7 @@ class ControlPlane:
     # --- queries -------------------------------------------------------------------
 
     def statistics(self) -> ControlStatistics:
+        """Counters of this plane; the admission budget has its own, ``admission.statistics()``."""
         self._stats.links_open = len(self._all_links)
         return attrs.evolve(self._stats)
 
@@ -166,6 +201,7 @@ class ControlPlane:
             return
         for link in reversed(self._links.get(key, ())):
             if link.send(Channel.CORE, data):
+                self._check_admitted(key)
                 return
         pending = self._pending.setdefault(key, deque())
         if len(pending) >= PENDING_PER_KEY:
@@ -293,6 +329,43 @@ class ControlPlane:
 
     # --- internals: answering ------------------------------------------------------
 
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        """One incoming TCP connection, from its first byte to its close; never raises."""
+        source = _peer_ip(stream)
+        verdict = self.admission.admit(source, trio.current_time())
+        try:
+            if verdict is not Verdict.ADMITTED:
+                self._count_refusal(verdict)
+                await _refuse(stream, _REFUSALS[verdict])
+                return
+            try:
+                async with trio.open_nursery() as connection_nursery:
+                    request = None
+                    with trio.move_on_after(CONNECT_TIMEOUT):
+                        request = await trio_websocket.wrap_server_stream(
+                            connection_nursery, stream, max_message_size=MAX_WEBSOCKET_MESSAGE
+                        )
+                    if request is not None:
+                        await self._accept(request)
+                    connection_nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                if not all(isinstance(e, _CONNECTION_ERRORS) for e in leaf_exceptions(group)):
+                    raise
+            except _CONNECTION_ERRORS:
+                pass
+        finally:
+            if verdict is Verdict.ADMITTED:
+                self.admission.release(source, trio.current_time())
+            await trio.aclose_forcefully(stream)
+
+    def _count_refusal(self, verdict: Verdict) -> None:
+        if verdict is Verdict.RATE_LIMITED:
+            self._stats.handshakes_rate_limited += 1
+        elif verdict is Verdict.SOURCE_FULL:
+            self._stats.links_refused_source += 1
+        else:
+            self._stats.handshakes_refused_busy += 1
+
     async def _accept(self, request: WebSocketRequest) -> None:
         if self._handshakes >= self.max_handshakes:
             self._stats.handshakes_refused_busy += 1
@@ -325,12 +398,39 @@ class ControlPlane:
         if self.own_address:
             link.send(Channel.CONTACTS, encode_contacts([Contact(self.identity.public_key,
                                                                  self.own_address)]))
-        if self.is_host() and self._contacts:
-            directory = [Contact(k, a) for k, a in self._contacts.items() if k != key]
-            for start in range(0, len(directory), 1000):
-                link.send(Channel.CONTACTS, encode_contacts(directory[start : start + 1000]))
+        if not self._member(key):
+            self._strangers.setdefault(key, None)
+        elif key not in self._strangers:
+            self._send_directory(link)
         for data in self._pending.pop(key, ()):
             link.send(Channel.CORE, data)
+        self._check_admitted(key)  # a stranger admitted meanwhile
+
+    def _member(self, key: PublicKey) -> bool:
+        return self.is_member is None or self.is_member(key)
+
+    def _send_directory(self, link: SecureLink) -> None:
+        """On the host: every address it knows, to a member on a new link."""
+        if not self.is_host() or not self._contacts:
+            return
+        directory = [Contact(k, a) for k, a in self._contacts.items() if k != link.remote]
+        for start in range(0, len(directory), 1000):
+            link.send(Channel.CONTACTS, encode_contacts(directory[start : start + 1000]))
+
+    def _check_admitted(self, key: PublicKey) -> None:
+        """A stranger that has become a member: keep its address, give it the directory.
+
+        Called after each message to or from ``key``; the host sends a joiner its
+        snapshot right after admitting it, so the directory follows the snapshot.
+        """
+        if key not in self._strangers or not self._member(key):
+            return
+        address = self._strangers.pop(key)
+        if address is not None:
+            self.learn(key, address, announced_by_self=True)
+        links = self._links.get(key)
+        if links:
+            self._send_directory(links[-1])
 
     async def _run_link(self, link: SecureLink) -> None:
         try:
@@ -341,17 +441,27 @@ class ControlPlane:
                 links.remove(link)
                 if not links:
                     del self._links[link.remote]
+                    self._strangers.pop(link.remote, None)
+            if link.failed:
+                self._stats.links_failed += 1
             self._all_links.discard(link)
             self._links_gone.set()
 
     def _on_link_message(self, link: SecureLink, channel: Channel, data: bytes) -> None:
         if channel is Channel.CORE:
             self.on_core(link.remote, data, link.handshake_hash)
+            self._check_admitted(link.remote)
             return
         try:
             contacts = decode_contacts(data)
         except WireError:
             self._stats.bad_contacts += 1
+            return
+        if not self._member(link.remote):
+            own = [c.address for c in contacts if c.key == link.remote]
+            self._stats.contacts_ignored += len(contacts) - len(own)
+            if own and link.remote in self._strangers:
+                self._strangers[link.remote] = own[-1]
             return
         for contact in contacts:
             self.learn(contact.key, contact.address, announced_by_self=contact.key == link.remote)
@@ -367,9 +477,24 @@ class ControlPlane:
                 continue
             for start in range(0, len(news), 1000):
                 message = encode_contacts(news[start : start + 1000])
-                for links in self._links.values():
-                    if links:
+                for key, links in self._links.items():
+                    if links and self._member(key):
                         links[-1].send(Channel.CONTACTS, message)
+
+
+def _peer_ip(stream: trio.SocketStream) -> str:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:  # already reset: one shared source for all such, refused soon enough
+        return "unknown"
+
+
+async def _refuse(stream: trio.SocketStream, status: bytes) -> None:
+    """Answer the websocket upgrade with ``status`` without reading it, so the dialer
+    gets a clear rejection instead of a timeout; then the caller closes."""
+    response = b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    with trio.move_on_after(REFUSAL_TIMEOUT), contextlib.suppress(*_CONNECTION_ERRORS):
+        await stream.send_all(response)
 
 
 assert DEFAULT_MAX_MESSAGE > MAX_WEBSOCKET_MESSAGE

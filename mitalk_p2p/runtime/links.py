@@ -6,8 +6,9 @@ driven by one task, :meth:`SecureLink.run`, which reads records and hands whole
 messages to a callback, while a second task writes what :meth:`SecureLink.send`
 queued.  ``send`` never waits: a link whose queue is full is too slow to keep,
 and the message is dropped and counted (the room protocol repairs gaps with
-heartbeats and resyncs).  A record that fails to decrypt or reassemble ends
-the link; it never escapes as an exception.
+heartbeats and resyncs).  A record that fails to decrypt or reassemble, or a
+websocket message over the size limit, ends the link and marks it ``failed``;
+it never escapes as an exception.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Final
 import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection
+from wsproto.frame_protocol import CloseReason
 
 from ..core.errors import MitalkError, RemoteProtocolError
 from ..core.handshake import (
@@ -61,6 +63,8 @@ class SecureLink:
     messages_received: int = 0
     messages_dropped: int = 0
     closed_reason: str | None = None
+    failed: bool = False
+    """The link ended because the peer sent something malformed or oversized."""
 
     @classmethod
     def over(cls, websocket: WebSocketConnection, established: LinkEstablished, *, dialed: bool
@@ -127,21 +131,28 @@ class SecureLink:
         while True:
             try:
                 raw = await self.websocket.get_message()
-            except ConnectionClosed:
-                self.close("closed by the peer")
+            except ConnectionClosed as exc:
+                if exc.reason is not None and exc.reason.code == CloseReason.MESSAGE_TOO_BIG:
+                    self._fail("the peer sent a message over the size limit")
+                else:
+                    self.close("closed by the peer")
                 return
             if isinstance(raw, str):
-                self.close("the peer sent a text message")
+                self._fail("the peer sent a text message")
                 return
             try:
                 whole = reassembler.add(self.channel.decrypt(raw))
             except (RemoteProtocolError, MitalkError) as exc:
-                logger.info("closing the link to %s: %s", self.remote.short, exc)
-                self.close(str(exc))
+                self._fail(str(exc))
                 return
             if whole is not None:
                 self.messages_received += 1
                 on_message(self, *whole)
+
+    def _fail(self, reason: str) -> None:
+        logger.info("closing the link to %s: %s", self.remote.short, reason)
+        self.failed = True
+        self.close(reason)
 
     async def _write_loop(self) -> None:
         try:

@@ -533,6 +533,7 @@ async def _run_peer_with(config: PeerConfig, timers: TimerService) -> AsyncItera
             core.replica.room_id,
             on_core=lambda *args: holder[0]._on_core_message(*args),
             is_host=lambda: core.replica.is_host,
+            is_member=lambda key: _is_member(core, key),
         )
         peer = RunningPeer(config, core, udp, plane, nursery)
         peer._shared_offset = time.monotonic() - trio.current_time()
@@ -562,6 +563,12 @@ async def _run_peer_with(config: PeerConfig, timers: TimerService) -> AsyncItera
                 peer._timer.disarm()
             if config.playback is not None:
                 config.playback.close()
+
+
+def _is_member(core: Peer, key: PublicKey) -> bool:
+    """Whether ``key`` is in the room as this peer knows it (the directory is for members)."""
+    state = core.state
+    return state is not None and key in state.members
 
 
 async def _depart(peer: RunningPeer) -> None:
