@@ -26,6 +26,7 @@ of the thread CPU clock and one of the wall clock per forwarded copy (about
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Final
 
@@ -38,7 +39,7 @@ MAX_HOLD_SAMPLES: Final = 200_000
 
 
 CPU_SAMPLE_EVERY: Final = 8
-"""One batch in this many has its CPU time read (see :class:`MediaMeter`)."""
+"""On average one batch in this many has its CPU time read (see :class:`MediaMeter`)."""
 
 
 @attrs.define(eq=False)
@@ -47,7 +48,7 @@ class MediaMeter:
 
     Reading the thread CPU clock is a system call (0.4 µs on an idle machine,
     several µs when the cores are contended), so only one batch in
-    ``cpu_sample_every`` is timed.  The ``relay_*`` and ``leaf_*`` fields cover
+    ``cpu_sample_every``, chosen at random, is timed.  The ``relay_*`` and ``leaf_*`` fields cover
     the timed batches only: they are the numerator and denominators of the CPU
     figures, which are ratios and so need no scaling.
     """
@@ -82,14 +83,14 @@ class MediaMeter:
     _cpu_at: float = 0.0
     _batch_frames: int = 0
     _batch_copies: int = 0
-    _batches_seen: int = 0
     _timed: bool = False
 
     def draining(self) -> None:
         """The socket is about to be read (the start of the batch's CPU time)."""
         if self.active:
-            self._batches_seen += 1
-            self._timed = self._batches_seen % self.cpu_sample_every == 0
+            # Chosen at random, not every n-th: a relay's batches come in patterns
+            # (a frame, a probe answer, a frame...) that a fixed stride would alias with.
+            self._timed = random.random() * self.cpu_sample_every < 1.0
             if self._timed:
                 self._cpu_at = time.thread_time()
 
