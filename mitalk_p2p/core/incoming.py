@@ -62,11 +62,8 @@ class SpeakerStream:
                 return "generation-jump"
             if generation.epoch == latest.epoch and generation.step > latest.step + MAX_STEP_AHEAD:
                 return "generation-jump"
-            if (
-                generation < latest
-                and not self.keyring.has(generation)
-                and (self.keyring.key_for(generation) is None)
-            ):
+            if generation < latest and not self.keyring.reachable(generation):
+                # Decided without ratcheting: no hashing before the signature is checked.
                 return "stale-generation"
         if self.highest_seq >= 0:
             allowance = SEQ_SLACK + 2 * max(0.0, now - self.last_accept) / self.frame_seconds

@@ -16,8 +16,9 @@ The life of a received frame, in order of cost:
    absurd jumps are dropped before any crypto;
 4. the speaker's Ed25519 signature → a bad one is dropped and held against the
    neighbour it came from;
-5. mark it seen and forward it on every other tree edge: relays forward
-   ciphertext they never open;
+5. mark it seen, note its counter against the parent's delivery record (a
+   relay that withholds most frames is left), and forward it on every other
+   tree edge: relays forward ciphertext they never open;
 6. decrypt with the speaker's sender key (or hold it until the key arrives) and
    hand it to that speaker's jitter buffer.
 
@@ -93,6 +94,7 @@ _SWITCH_REASONS = {
     SwitchReason.SILENT: "silent",
     SwitchReason.CORRUPT: "corrupt",
     SwitchReason.DETACHED: "detached",
+    SwitchReason.LOSSY: "lossy",
 }
 
 
@@ -110,6 +112,11 @@ class MediaConfig:
     """Longest a speaker waits for acks before switching to a rotated key anyway."""
     corrupt_threshold: int = 8
     """Frames failing verification from one parent before this peer leaves it."""
+    lossy_threshold: float = 0.8
+    """Fraction of the speakers' frames a parent may fail to pass on before this peer
+    leaves it for its backup (measured from the frames' counters)."""
+    lossy_window: float = 1.0
+    """Seconds of frames over which that fraction is measured."""
     key_request_interval: float = 1.0
     """Minimum seconds between two key requests to one speaker."""
     jitter: JitterConfig | None = attrs.Factory(JitterConfig)
@@ -178,6 +185,8 @@ class MediaSession:
             self._tag,
             interval=self.config.probe_interval,
             misses=self.config.probe_misses,
+            lossy_threshold=self.config.lossy_threshold,
+            lossy_window=self.config.lossy_window,
         )
 
     # --- queries -------------------------------------------------------------------
@@ -292,6 +301,9 @@ class MediaSession:
             self._floor = False
             return
         self._update_floor(now, joined, left)
+        parent = self._links.parent
+        if parent is not None and parent.key in left:
+            self._apply_tree_outcomes(self._links.parent_left(now), now)
         if self._offered is None:
             # The first offer goes out as soon as there is a host to take it; later
             # changes in link quality are sent from the timer.
@@ -489,6 +501,7 @@ class MediaSession:
             return
         stream.accept(header, now)
         self._links.heard_from(address, now)
+        self._links.note_delivery(address, header.speaker, header.seq, now)
         self._counts["frames_accepted"] += 1
         targets = self._links.forward_addresses(address)
         if targets:

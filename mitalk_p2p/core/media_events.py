@@ -37,8 +37,9 @@ class FrameReceived:
 
 @attrs.frozen
 class ParentChanged:
-    """This peer's tree parent changed: ``reason`` is "assigned", "silent", "corrupt" or
-    "detached" (the parent's path no longer reached the host, or led back here)."""
+    """This peer's tree parent changed: ``reason`` is "assigned", "silent", "corrupt",
+    "detached" (the parent's path no longer reached the host, or led back here) or
+    "lossy" (the parent passed on too few frames)."""
 
     parent: PublicKey | None
     reason: str

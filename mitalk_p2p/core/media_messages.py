@@ -201,6 +201,8 @@ class SwitchReason(enum.IntEnum):
     """The parent forwarded frames that failed verification."""
     DETACHED = 2
     """The parent's path to the root ran through this peer (a loop) or stopped reaching the root."""
+    LOSSY = 3
+    """The parent answered probes but passed on too few of the speakers' frames."""
 
 
 @attrs.frozen

@@ -27,6 +27,7 @@ from .media_messages import (
     is_media_message,
 )
 from .ops import Op
+from .relay_scores import RelayScoreStatistics
 from .replica import Outbound, RoomConfig, RoomReplica, RoomStatistics, SendTo
 from .room_state import RoomState
 from .sender_keys import KeySource, system_key_source
@@ -42,6 +43,8 @@ class PeerStatistics:
     room: RoomStatistics
     media: MediaStatistics
     tree_replans: int
+    relay_scores: RelayScoreStatistics | None = None
+    """On the host: relay scores, demotions and refused accusations."""
 
 
 @attrs.define(eq=False, repr=False)
@@ -120,9 +123,13 @@ class Peer:
         return self.replica.state
 
     def statistics(self) -> PeerStatistics:
-        replans = self.coordinator.replans if self.coordinator else 0
+        coordinator = self.coordinator
+        replans = coordinator.replans if coordinator else 0
         return PeerStatistics(
-            self.replica.statistics(), self.media.statistics(), self._replans_before + replans
+            self.replica.statistics(),
+            self.media.statistics(),
+            self._replans_before + replans,
+            coordinator.score_statistics() if coordinator else None,
         )
 
     def outbound(self) -> list[PeerOutbound]:

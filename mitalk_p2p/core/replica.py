@@ -42,6 +42,7 @@ asker's grants, since the asker's claim wins the merge anyway.
 from __future__ import annotations
 
 import collections
+import datetime
 import logging
 
 import attrs
@@ -516,7 +517,7 @@ class RoomReplica:
             invite = self._admissible(message, sender, handshake_hash, unix_time)
         except InviteError as exc:
             self._counts["joins_refused"] += 1
-            refusal = JoinRefused(exc.problem.value, str(exc))
+            refusal = JoinRefused(exc.problem.value, _refusal_text(exc, unix_time))
             self._outbound.append(SendTo(sender, encode_message(refusal)))
             logger.info("refused join from %s: %s", sender.fingerprint, exc)
             return
@@ -1154,6 +1155,30 @@ class RoomReplica:
     def _reject(self, reason: RejectReason, message: str, sender: PublicKey) -> None:
         self._rejections[reason.value] += 1
         logger.debug("rejected message from %s (%s): %s", sender.fingerprint, reason.value, message)
+
+
+_LOCAL_CLOCK_HINT = "; if that looks wrong, check this computer's clock"
+
+
+def _refusal_text(error: InviteError, unix_time: float) -> str:
+    """What a refused joiner reads.
+
+    The host judges an invite's dates by its own clock, so a refusal for time
+    says so and what that clock reads: the joiner can tell a skewed clock (the
+    host's, the issuer's or its own) from a stale invite.
+    """
+    text = str(error)
+    if error.problem not in (InviteProblem.NOT_YET_VALID, InviteProblem.EXPIRED):
+        return text
+    try:
+        moment = datetime.datetime.fromtimestamp(unix_time, tz=datetime.UTC)
+        clock = moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):
+        clock = f"unix time {unix_time:.0f}"
+    text = f"{text.removesuffix(_LOCAL_CLOCK_HINT)}, by the host's clock, which reads {clock}"
+    if error.problem is InviteProblem.NOT_YET_VALID:
+        text += "; if that looks wrong, the host's, the invite issuer's or your clock is off"
+    return text
 
 
 def _valid_successors_entry(snapshot: Snapshot, state: RoomState) -> LogEntry | None:

@@ -137,6 +137,15 @@ class Keyring:
         self.install(SenderKey(generation, secret))
         return secret
 
+    def reachable(self, generation: KeyGeneration) -> bool:
+        """Whether :meth:`key_for` would find a key, decided without hashing anything."""
+        if generation in self._keys:
+            return True
+        return any(
+            g.epoch == generation.epoch and 0 < generation.step - g.step <= MAX_RATCHET_AHEAD
+            for g in self._keys
+        )
+
     def held(self) -> tuple[SenderKey, ...]:
         """Every key in the ring, oldest generation first."""
         return tuple(SenderKey(g, self._keys[g]) for g in sorted(self._keys))

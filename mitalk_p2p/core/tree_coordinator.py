@@ -8,8 +8,10 @@ Replanning waits ``replan_delay`` after a change so a burst of joins costs one
 plan.  Reports from members repair the plan:
 
 * ``ParentSwitched``: an orphan already moved to its backup; the host records
-  the edge, and when the reason was corruption, stops using the old parent as a
-  relay.
+  the edge.  When the reason accuses the old parent (corruption, withheld
+  frames), the host weighs it in the relay's score (:mod:`.relay_scores`): a
+  relay scored low gets no children, and lower scores are planned after higher
+  ones.
 * ``ChildLost``: a parent stopped hearing a child.  If after a grace period the
   child still sits under that parent (it did not report a switch of its own),
   the host treats it as gone until it is heard from again.
@@ -41,6 +43,7 @@ from .media_messages import (
     SwitchReason,
     TreePosition,
 )
+from .relay_scores import PENALTIES, RelayScores, RelayScoreStatistics
 from .tree import (
     Candidate,
     SwitchRefused,
@@ -52,6 +55,11 @@ from .tree import (
 )
 
 DEFAULT_RTT_MS = 50.0
+MIN_SCORE_WEIGHT = 0.1
+"""Lowest score a relay's RTT is divided by when the planner orders relays."""
+UPSTREAM_GRACE = 2.0
+"""Seconds after a relay or one of its ancestors moved during which frames it failed to
+pass on are blamed on the repair, not on the relay."""
 
 
 @attrs.define
@@ -68,13 +76,18 @@ class TreeCoordinator:
     refused_switches: int = 0
     _members: frozenset[PublicKey] = frozenset()
     _offers: dict[PublicKey, RelayOffer] = attrs.Factory(dict)
-    _demoted: set[PublicKey] = attrs.Factory(set)
+    scores: RelayScores = attrs.Factory(RelayScores)
+    """How well each relay served its children, by their reports."""
     _unreachable: set[PublicKey] = attrs.Factory(set)
     _lost: dict[PublicKey, tuple[PublicKey, float]] = attrs.Factory(dict)
     _strays: dict[PublicKey, tuple[PublicKey, float]] = attrs.Factory(dict)
     """Children found under a relay the plan does not put them under: (relay, when)."""
     _dirty_at: float | None = None
     _sent: dict[PublicKey, TreePosition] = attrs.Factory(dict)
+    _now: float = 0.0
+    """The latest time an input or timer brought."""
+    _moved_at: dict[PublicKey, float] = attrs.Factory(dict)
+    """When each member last changed parent, by its own report or by a new plan."""
 
     # --- inputs --------------------------------------------------------------------
 
@@ -85,8 +98,10 @@ class TreeCoordinator:
         for gone in [k for k in self._offers if k not in members]:
             del self._offers[gone]
             self._sent.pop(gone, None)
+        for gone in [k for k in self._moved_at if k not in members]:
+            del self._moved_at[gone]
         self._unreachable &= set(members)
-        self._demoted &= set(members)
+        self.scores.forget_all_but(members)
         self._mark_dirty(now)
 
     def on_offer(self, sender: PublicKey, offer: RelayOffer, now: float) -> None:
@@ -102,12 +117,14 @@ class TreeCoordinator:
 
     def on_report(self, sender: PublicKey, report: MediaMessage, now: float) -> None:
         tree = self.tree
+        self._now = max(self._now, now)
         if tree is None or sender not in self._members:
             return
         self._heard_from(sender, now)
         if isinstance(report, ParentSwitched):
-            if report.reason is SwitchReason.CORRUPT and report.old_parent != self.root:
-                self._demoted.add(report.old_parent)
+            if report.reason in PENALTIES and report.old_parent != self.root:
+                self._weigh(sender, report, tree, now)
+            self._moved_at[sender] = now
             if report.new_parent in tree and sender in tree:
                 try:
                     self.tree = adopt_switch(tree, sender, report.new_parent, self.limits)
@@ -126,6 +143,25 @@ class TreeCoordinator:
                 self._strays[report.child] = (sender, now)
                 self._mark_dirty(now + self.lost_grace)
 
+    def _weigh(self, sender: PublicKey, report: ParentSwitched, tree: Tree, now: float) -> None:
+        """Hold a child's complaint against its parent, unless the child has no standing."""
+        relay = report.old_parent
+        if tree.parents.get(sender) != relay:
+            self.scores.refuse("not-your-parent")
+        elif report.reason is SwitchReason.LOSSY and self._moved_lately(tree, relay, now):
+            self.scores.refuse("upstream-moved")
+        else:
+            self.scores.accuse(sender, relay, report.reason, now)
+
+    def _moved_lately(self, tree: Tree, relay: PublicKey, now: float) -> bool:
+        """Whether ``relay`` or an ancestor of it changed parent within the grace period."""
+        moved = self._moved_at
+        for key in tree.path_to_root(relay):
+            when = moved.get(key)
+            if when is not None and now - when < UPSTREAM_GRACE:
+                return True
+        return False
+
     # --- timers --------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
@@ -133,12 +169,13 @@ class TreeCoordinator:
 
     def handle_timer(self, now: float) -> list[tuple[PublicKey, TreePosition]]:
         """Replan if due; return the positions to send (including the root's own)."""
+        self._now = max(self._now, now)
         if self._dirty_at is None or now < self._dirty_at:
             return []
         self._dirty_at = None
         self._settle_lost(now)
         self._settle_strays(now)
-        return self._replan()
+        return self._replan(now)
 
     # --- internals -----------------------------------------------------------------
 
@@ -180,26 +217,33 @@ class TreeCoordinator:
             if tree is not None and tree.parents.get(child) != relay:
                 self._sent.pop(child, None)
 
-    def _candidates(self) -> list[Candidate]:
+    def _candidates(self, now: float) -> list[Candidate]:
         out = []
+        scores = self.scores
         for key in sorted(self._members):
             offer = self._offers.get(key)
             if key == self.root or offer is None or key in self._unreachable:
                 continue
-            capacity = 0 if key in self._demoted else offer.capacity
+            score = scores.score(key, now)
+            capacity = 0 if score < scores.demote_below else offer.capacity
             rtt = float(offer.rtt_ms) if offer.rtt_ms else DEFAULT_RTT_MS
+            if score < 1.0:
+                rtt /= max(score, MIN_SCORE_WEIGHT)
             out.append(Candidate(key, capacity, rtt))
         root_offer = self._offers.get(self.root)
         root_capacity = root_offer.capacity if root_offer else self.limits.fanout
         out.append(Candidate(self.root, root_capacity, 0.0))
         return out
 
-    def _replan(self) -> list[tuple[PublicKey, TreePosition]]:
+    def _replan(self, now: float) -> list[tuple[PublicKey, TreePosition]]:
         old = self.tree
-        new = plan_tree(self.root, self._candidates(), self.limits, previous=old)
+        new = plan_tree(self.root, self._candidates(now), self.limits, previous=old)
         self.tree = new
         self.replans += 1
         changed = set(changed_positions(old, new))
+        for key in changed:
+            if old is None or key not in old or old.parent(key) != new.parent(key):
+                self._moved_at[key] = now
         out = []
         for key in sorted(new.members):
             position = self._position(new, key)
@@ -228,3 +272,11 @@ class TreeCoordinator:
 
     def set_own_offer(self, offer: RelayOffer, now: float) -> None:
         self.on_offer(self.root, offer, now)
+
+    def relay_score(self, key: PublicKey, now: float | None = None) -> float:
+        """``key``'s score as a relay (1 is spotless), at ``now`` or the latest time seen."""
+        return self.scores.score(key, self._now if now is None else now)
+
+    def score_statistics(self) -> RelayScoreStatistics:
+        """Relay scores, demotions and refused accusations, at the latest time seen."""
+        return self.scores.statistics(self._now)

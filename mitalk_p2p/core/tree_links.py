@@ -32,15 +32,24 @@ dropped since, reports that child seen (:class:`ChildSeen`), and again every
 (reports sent while the host was out of reach are lost).  The host then knows
 the child is alive and where it really hangs, whether it was cut off for a
 while or never got a position sent to it.
+
+A parent can also stay alive and still fail its children: a relay that answers
+probes but passes on few of the frames.  A child reads the speakers' frame
+counters on what arrives from its parent (:mod:`.delivery`); when most of the
+frames due over ``lossy_window`` never came, it moves to its backup parent and
+says why (:attr:`SwitchReason.LOSSY`).  It never leaves for a worse place on
+that ground: without a usable backup it stays and waits for the host.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Iterable
 
 import attrs
 
+from .delivery import DeliveryMonitor
 from .identity import PUBLIC_KEY_SIZE, PublicKey
 from .media_events import SendDatagram
 from .media_messages import (
@@ -57,6 +66,9 @@ from .media_messages import (
 
 RTT_SAMPLES = 16
 LOSS_WINDOW = 64
+LOSSY_MIN_PROBES = 10
+"""Probe round trips an edge must have seen before its frame loss is judged (so that the
+probes' own loss, which excuses a lossy network, is measured)."""
 MAX_ADOPTED_CHILDREN = 64
 """Most children a relay forwards to, assigned or adopted mid-repair: bounds work per frame."""
 
@@ -68,6 +80,8 @@ class LinkStatistics:
     rtt_ms: float | None
     loss: float
     """Fraction of recent probes that got no answer (parent) or never arrived (child)."""
+    media_loss: float | None = None
+    """Fraction of the frames due through a parent over the last window that never came."""
 
 
 @attrs.define
@@ -91,6 +105,8 @@ class Edge:
     """When a parent last answered with a path to the root, or else when it became parent."""
     looped: bool = False
     """Whether a parent's last answer named this peer among its ancestors."""
+    delivery: DeliveryMonitor | None = None
+    """The frames a parent passed on, by the speakers' counters (made at the first frame)."""
 
     def rtt(self) -> float | None:
         return _median(self.rtt_samples) if self.rtt_samples else None
@@ -151,6 +167,10 @@ class TreeLinks:
     """
     stray_misses: int = 10
     """Intervals between reports of a child that the host has not placed here."""
+    lossy_threshold: float = 0.8
+    """Fraction of the frames due through the parent that, missing, make this peer leave it."""
+    lossy_window: float = 1.0
+    """Seconds of frames over which that fraction is measured."""
     version: int = 0
     parent: Edge | None = None
     backup: Neighbor | None = None
@@ -190,7 +210,8 @@ class TreeLinks:
         out = []
         if self.parent is not None:
             p = self.parent
-            out.append(LinkStatistics(p.key, "parent", _ms(p.rtt()), p.loss()))
+            media_loss = p.delivery.loss()[1] if p.delivery is not None else None
+            out.append(LinkStatistics(p.key, "parent", _ms(p.rtt()), p.loss(), media_loss))
         for child in self._ordered_children():
             out.append(LinkStatistics(child.key, "child", _ms(child.rtt()), child.loss()))
         return out
@@ -271,6 +292,16 @@ class TreeLinks:
         elif (child := self.children.get(key)) is not None:
             child.last_heard = now
 
+    def note_delivery(self, address: str, speaker: int, seq: int, now: float) -> None:
+        """A verified frame (``speaker``'s counter ``seq``) came from ``address``."""
+        parent = self.parent
+        if parent is None or parent.address != address:
+            return
+        delivery = parent.delivery
+        if delivery is None:
+            delivery = parent.delivery = DeliveryMonitor(self.lossy_window)
+        delivery.note(speaker, seq, now)
+
     def note_corrupt(self, address: str, threshold: int, now: float) -> list[TreeOutcome]:
         """A frame from ``address`` failed verification; past ``threshold`` leave that parent."""
         key = self._by_address.get(address)
@@ -302,9 +333,22 @@ class TreeLinks:
             out.extend(self._fail_over(now, reason))
         elif self._detached(parent, now):
             out.extend(self._fail_over(now, SwitchReason.DETACHED))
+        elif self._lossy(parent, now):
+            out.extend(self._fail_over(now, SwitchReason.LOSSY))
         else:
             out.append(self._probe_parent(now))
         return out
+
+    def parent_left(self, now: float) -> list[TreeOutcome]:
+        """The parent left the room: go to the backup now rather than wait for its silence.
+
+        A graceful departure then costs the subtree the frames of one switch
+        instead of ``misses`` intervals and a replan.  The switch is reported as
+        ``SILENT``: the parent will be, and that accuses it of nothing.
+        """
+        if self.parent is None:
+            return []
+        return self._fail_over(now, SwitchReason.SILENT)
 
     def parent_deadline(self) -> float | None:
         """When the parent will count as dead if nothing more is heard."""
@@ -319,6 +363,18 @@ class TreeLinks:
             assigned is not None
             and assigned.key != parent.key
             and now - parent.rooted_at >= self.interval * self.detached_misses
+        )
+
+    def _lossy(self, parent: Edge, now: float) -> bool:
+        """The parent withholds frames, and the backup is a place to go."""
+        backup = self.backup
+        return (
+            parent.delivery is not None
+            and len(parent.outcomes) >= LOSSY_MIN_PROBES
+            and backup is not None
+            and backup.key != parent.key
+            and backup.key not in self.children
+            and parent.delivery.lossy(now, self.lossy_threshold, _expected_delivery(parent))
         )
 
     def _on_child_probe(self, probe: Probe, address: str, now: float) -> list[TreeOutcome]:
@@ -461,6 +517,18 @@ class TreeLinks:
         if self.parent is not None:
             edges.append(self.parent)
         return edges
+
+
+def _expected_delivery(parent: Edge) -> float:
+    """The share of frames a path delivers if each of its hops loses what this edge's probes do.
+
+    Probe loss is counted over round trips, so one direction loses about
+    ``1 - sqrt(1 - loss)``.  The hops are the parent and its ancestors, as far as
+    its path reaches.
+    """
+    one_way = math.sqrt(max(0.0, 1.0 - parent.loss()))
+    hops = 1 + len(parent.path) // PUBLIC_KEY_SIZE
+    return one_way**hops
 
 
 def _ms(seconds: float | None) -> float | None:

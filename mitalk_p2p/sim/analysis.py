@@ -12,7 +12,7 @@ import math
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import attrs
 
@@ -50,9 +50,11 @@ class Analysis:
         self.trace = sim.trace
         self.names = self.trace.names
         self.sends: dict[int, array[float]] = defaultdict(lambda: array("d"))
-        speakers, _seqs, times = self.trace.send_columns()
-        for speaker, time in zip(speakers, times, strict=True):
+        self.send_seqs: dict[int, array[int]] = defaultdict(lambda: array("I"))
+        speakers, seqs_sent, times = self.trace.send_columns()
+        for speaker, seq_sent, time in zip(speakers, seqs_sent, times, strict=True):
             self.sends[speaker].append(time)
+            self.send_seqs[speaker].append(seq_sent)
         self.pairs: dict[tuple[int, int], _Pair] = {}
         listeners, d_speakers, seqs, arrivals, latencies = self.trace.delivery_columns()
         pairs = self.pairs
@@ -186,6 +188,46 @@ class Analysis:
         values.sort()
         return [v * 1000.0 for v in values]
 
+    def outages(
+        self,
+        speaker: str | None = None,
+        listeners: Iterable[str] = (),
+        start: float | None = None,
+        stop: float | None = None,
+    ) -> dict[str, float]:
+        """Per listener, its longest outage in seconds.
+
+        An outage is a run of owed frames the listener never got; it lasts from
+        the arrival of the last frame heard before the run to the arrival of the
+        first one heard after it (what the listener's ear notices), less any
+        pause in the speech, which sends nothing and so loses nothing.  A run
+        still open at the end of a window lasts until the last frame sent in it.
+        """
+        speakers = [self.trace.index_of(speaker)] if speaker else sorted(self.sends)
+        worst: dict[int, float] = {}
+        for listener in self.listener_indices(listeners):
+            for spk in speakers:
+                sends = self.sends.get(spk)
+                if spk == listener or not sends:
+                    continue
+                pair = self.pairs.get((listener, spk))
+                heard: dict[int, float] = {}
+                if pair is not None:
+                    for seq, sent, latency in zip(pair.seq, pair.sent, pair.latency, strict=True):
+                        heard.setdefault(seq, sent + latency)
+                seqs = self.send_seqs[spk]
+                for a, b in self.owed_windows(listener, spk):
+                    a = max(a, start) if start is not None else a
+                    b = min(b, stop) if stop is not None else b
+                    low, high = bisect_left(sends, a), bisect_right(sends, b)
+                    if low >= high:
+                        continue
+                    longest = _longest_outage(
+                        seqs[low:high], sends[low:high], heard, self.sim.media_config.frame_seconds
+                    )
+                    worst[listener] = max(worst.get(listener, 0.0), longest)
+        return {self.names[i]: worst[i] for i in sorted(worst)}
+
     def tree_at(self, time: float) -> t.TreePlanned | None:
         latest = None
         for record in self.trace.records:
@@ -298,6 +340,17 @@ class Analysis:
             return False, "no frame was delivered"
         assert e.max_ms is not None
         return value <= e.max_ms, f"p{e.percentile:g} {value:.1f} ms over {len(values)} frames"
+
+    def _check_outage(self, e: Expectation) -> tuple[bool, str]:
+        outages = self.outages(e.speaker, e.listeners, e.start, e.end)
+        if not outages:
+            return False, "no listener was owed any frame"
+        worst = max(outages, key=lambda n: (outages[n], n))
+        assert e.max_ms is not None
+        longest = outages[worst] * 1000
+        return longest <= e.max_ms, (
+            f"longest {longest:.0f} ms ({worst}) over {len(outages)} listener(s)"
+        )
 
     def _check_tree_repair(self, e: Expectation) -> tuple[bool, str]:
         repairs = self.repairs()
@@ -449,6 +502,40 @@ class Analysis:
             counters=counters,
             concealed_ratio=concealed,
         )
+
+
+def _longest_outage(
+    seqs: Sequence[int], sent: Sequence[float], heard: dict[int, float], frame: float
+) -> float:
+    """The longest run of frames (in sending order) missing from ``heard`` (seq -> arrival).
+
+    A run lasts from the arrival of the frame heard before it to the arrival of
+    the frame heard after it, less any pause in sending (beyond one ``frame``)
+    between the two: the speaker was silent then, so nothing was lost.
+    """
+    longest = last_missed = paused = 0.0
+    last: float | None = None
+    missing_since: float | None = None
+    previous: float | None = None
+    for seq, sent_at in zip(seqs, sent, strict=True):
+        pause = max(0.0, sent_at - previous - frame) if previous is not None else 0.0
+        previous = sent_at
+        arrival = heard.get(seq)
+        if arrival is None:
+            if missing_since is None:
+                missing_since = last if last is not None else sent_at
+                paused = pause if last is not None else 0.0
+            else:
+                paused += pause
+            last_missed = sent_at
+            continue
+        if missing_since is not None:
+            longest = max(longest, arrival - missing_since - paused - pause)
+            missing_since = None
+        last = arrival if last is None else max(last, arrival)
+    if missing_since is not None:
+        longest = max(longest, last_missed - missing_since - paused)
+    return longest
 
 
 def _subtree(parents: tuple[tuple[str, str], ...], top: str) -> set[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -23,6 +23,10 @@ from ..core.replica import Broadcast, SendTo
 from .control_net import establish_link
 
 MAX_STEPS = 50_000_000
+
+Tamper = Callable[[SendDatagram], Sequence[SendDatagram]]
+"""What a misbehaving peer does to each datagram it sends: drop it (return nothing),
+alter it, or add others."""
 
 
 @attrs.frozen
@@ -59,6 +63,8 @@ class PeerNet:
     datagrams_delivered: int = 0
     datagrams_lost: int = 0
     bytes_received: dict[PublicKey, int] = attrs.Factory(dict)
+    tamper: dict[PublicKey, Tamper] = attrs.Factory(dict)
+    """Misbehaving peers: every datagram such a peer sends goes through its function first."""
     _rng: random.Random = attrs.field(init=False)
     _heap: list[tuple[float, int, str, PublicKey, _LinkMessage | _Datagram | None]] = attrs.Factory(
         list
@@ -209,9 +215,11 @@ class PeerNet:
             peer.outbound()
             peer.events()
             return
+        tamper = self.tamper.get(key)
         for item in peer.outbound():
             if isinstance(item, SendDatagram):
-                self._send_datagram(key, item)
+                for datagram in tamper(item) if tamper is not None else (item,):
+                    self._send_datagram(key, datagram)
             elif isinstance(item, Broadcast):
                 for target in item.recipients:
                     self._send_link(key, target, item.data)

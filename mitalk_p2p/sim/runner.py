@@ -83,13 +83,24 @@ def build_simulator(scenario: Scenario, seed: int) -> Simulator:
 
 
 def run_scenario(
-    scenario: Scenario, *, seed: int | None = None, progress: Progress | None = None
+    scenario: Scenario,
+    *,
+    seed: int | None = None,
+    progress: Progress | None = None,
+    prepare: Callable[[Simulator], object] | None = None,
 ) -> tuple[ScenarioResult, Simulator]:
-    """Run ``scenario`` to its end; the result and the simulator (with its trace)."""
+    """Run ``scenario`` to its end; the result and the simulator (with its trace).
+
+    ``prepare`` is called with the simulator once the timeline is scheduled and
+    before anything runs, so a caller can add actions or probes of its own
+    (:meth:`Simulator.call_at`).
+    """
     seed = scenario.seed if seed is None else seed
     started = time.perf_counter()
     sim = build_simulator(scenario, seed)
     _Timeline(scenario, sim, seed).schedule()
+    if prepare is not None:
+        prepare(sim)
     if progress is not None:
         step = max(1.0, scenario.duration / 100)
         moment = step
@@ -147,7 +158,7 @@ class _Timeline:
             )
             sim.speak(name, source, action.duration, codec=self.scenario.room.codec)
         elif kind == "crash":
-            sim.crash(self.crash_target(action.peer))
+            sim.crash(self.crash_target(action.peer, action.depth))
         elif kind == "crash_host":
             sim.crash(self.current_host())
         elif kind == "partition":
@@ -193,7 +204,7 @@ class _Timeline:
             raise SimulationError("no peer hosts the room right now")
         return host.name
 
-    def crash_target(self, name: str | None) -> str:
+    def crash_target(self, name: str | None, depth: int | None = None) -> str:
         if name != BUSIEST_RELAY:
             return self.named(name)
         host = self.sim.host
@@ -201,9 +212,14 @@ class _Timeline:
         tree = coordinator.tree if coordinator is not None else None
         if tree is None:
             raise SimulationError("there is no tree, so no busiest relay")
-        relays = [k for k in tree.members if k != tree.root and tree.children(k)]
+        relays = [
+            k
+            for k in tree.members
+            if k != tree.root and tree.children(k) and depth in (None, tree.depth(k))
+        ]
         if not relays:
-            raise SimulationError("no peer relays to anyone")
+            where = f" at depth {depth}" if depth is not None else ""
+            raise SimulationError(f"no peer relays to anyone{where}")
         # The most children wins; ties go to the peer listed first in the scenario.
         names = [self.sim.name_of(k) or "?" for k in relays]
         busiest = min(

@@ -8,6 +8,7 @@ type, an action naming a peer that does not exist or a time out of order is a
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -84,6 +85,8 @@ class Action:
     role: str = "listener"
     groups: tuple[tuple[str, ...], ...] = ()
     changes: Mapping[str, float | str] = attrs.Factory(dict)
+    depth: int | None = None
+    """For a ``crash`` of ``busiest_relay``: choose among the relays at this tree depth."""
     line: int | None = None
 
 
@@ -147,7 +150,7 @@ ACTIONS: dict[str, tuple[set[str], set[str]]] = {
     **{name: ({"peer"}, set()) for name in PEER_ACTIONS},
     **{name: ({"target"}, {"peer"}) for name in MODERATION_ACTIONS},
     "speak": ({"peer", "duration"}, {"audio"}),
-    "crash": ({"peer"}, set()),
+    "crash": ({"peer"}, {"depth"}),
     "crash_host": (set(), set()),
     "partition": ({"groups"}, set()),
     "heal": (set(), set()),
@@ -157,6 +160,7 @@ ACTIONS: dict[str, tuple[set[str], set[str]]] = {
 CHECKS: dict[str, tuple[set[str], set[str]]] = {
     "delivery": ({"min"}, {"speaker", "listeners", "from", "until"}),
     "latency": ({"max_ms"}, {"percentile", "speaker", "listeners", "from", "until"}),
+    "outage": ({"max_ms"}, {"speaker", "listeners", "from", "until"}),
     "tree_repair": ({"max_ms"}, set()),
     "host_takeover": ({"max_ms"}, set()),
     "one_moderator_per_term": (set(), set()),
@@ -174,7 +178,7 @@ def _expectation_name(e: Expectation) -> str:
         parts.append(f">= {e.min:g}")
     elif e.check == "latency":
         parts.append(f"p{e.percentile:g} <= {e.max_ms:g} ms")
-    elif e.check in ("tree_repair", "host_takeover"):
+    elif e.check in ("tree_repair", "host_takeover", "outage"):
         parts.append(f"<= {e.max_ms:g} ms")
     elif e.check == "heard":
         parts.append(f"{e.speaker} in [{e.start:g}, {e.end:g}] s")
@@ -184,9 +188,9 @@ def _expectation_name(e: Expectation) -> str:
         parts.append(f"{e.peer} is {e.role}")
     elif e.check == "hosts":
         parts.append(f"= {e.count}")
-    if e.speaker and e.check in ("delivery", "latency"):
+    if e.speaker and e.check in ("delivery", "latency", "outage"):
         parts.append(f"from {e.speaker}")
-    if e.check in ("delivery", "latency") and (e.start is not None or e.end is not None):
+    if e.check in ("delivery", "latency", "outage") and (e.start is not None or e.end is not None):
         parts.append(f"sent in [{e.start or 0:g}, {e.end if e.end is not None else 'end'}]")
     return " ".join(parts)
 
@@ -208,7 +212,7 @@ def load_scenario(path: Path | str) -> Scenario:
 def parse_scenario(text: str, *, file: str = "<scenario>", path: Path | None = None) -> Scenario:
     try:
         document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
+    except ValueError as error:  # TOMLDecodeError, or an integer too long to convert
         line = _toml_error_line(str(error))
         raise ScenarioError(file, line, f"not valid TOML: {error}") from None
     return _Reader(text, file, path).scenario(document)
@@ -250,7 +254,12 @@ class _Reader:
         value = table[key]
         here = (*where, key)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise self.fail(here, "is far too large") from None
+        if kind is float and isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(here, "must be a finite number")
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise self.fail(here, f"must be {_kind_name(kind)}, not {_type_name(value)}")
         if check is not None and (problem := check(value)) is not None:
@@ -517,8 +526,11 @@ class _Reader:
                 role=self.take(item, here, "role", str, "listener", _choice(ROLES[1:])),
                 groups=groups,
                 changes=self.link_changes(item, here, set()) if kind == "set_network" else {},
+                depth=self.maybe(item, here, "depth", int, _between(1, 64)),
                 line=locate(self.text, here),
             )
+            if action.depth is not None and peer != BUSIEST_RELAY:
+                raise self.fail((*here, "depth"), f"depth goes with peer = {BUSIEST_RELAY!r}")
             if kind == "join" and "via" in item:
                 self.check_peer(self.take(item, here, "via", str, ""), (*here, "via"), known, kind)
             if kind == "set_network" and not action.changes:
