@@ -26,13 +26,15 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-builtin-rules --no-print-directory
 
-.PHONY: help test demo bench install sysdeps lint typecheck pytest check venv-present clean distclean
+.PHONY: help test demo bench fuzz install sysdeps lint typecheck pytest check venv-present clean distclean
 
 help:
 	@echo "make test       install what is missing, then lint, typecheck and pytest (this is CI)"
 	echo "make demo       install what is missing, then run '$(BIN)/mitalk demo'"
 	echo "make bench      install what is missing, then run the benchmarks of BENCHMARKS.md"
 	echo "                ($(BENCH_RUNS) runs each, results in $(BENCH_OUT)/; about 45 minutes)"
+	echo "make fuzz       install what is missing and atheris, then fuzz every parser"
+	echo "                ($(FUZZ_SECONDS) s per target, FUZZ_TARGETS=... to pick; corpus in $(FUZZ_DIR)/)"
 	echo "make install    only the installation steps (system packages, $(VENV), package)"
 	echo "make check      lint, typecheck and pytest, without installing anything"
 	echo "make lint       ruff check"
@@ -65,6 +67,50 @@ bench: install
 	    $(BIN)/mitalk bench sim --json > $(BENCH_OUT)/sim-large_room-$$run.json
 	done
 	$(BIN)/python -m mitalk_p2p.bench.summary $(BENCH_OUT)/*.json
+
+# Coverage-guided fuzzing of every parser with atheris (the targets are in fuzz/).  Each
+# target runs FUZZ_SECONDS; its corpus is kept and grown in FUZZ_DIR/corpus/TARGET, its log
+# is FUZZ_DIR/logs/TARGET/fuzz.log, and a crashing input goes to FUZZ_DIR/crashes/TARGET/.
+# Fails if any target crashed (or hung for FUZZ_TIMEOUT seconds on one input).  Not part of
+# 'make test': the checks of the same parsers that run in CI are hypothesis tests.
+FUZZ_SECONDS ?= 30
+FUZZ_TIMEOUT ?= 10
+FUZZ_TARGETS ?=
+FUZZ_DIR ?= fuzz-out
+FUZZ_ARGS ?=
+FUZZ_STAMP := $(VENV)/.fuzz-installed
+
+fuzz: install $(FUZZ_STAMP)
+	@targets="$(FUZZ_TARGETS)"
+	[ -n "$$targets" ] || targets="$$($(BIN)/python -m fuzz.run --list)"
+	out="$$(realpath -m "$(FUZZ_DIR)")"
+	failed=()
+	for target in $$targets; do
+	    corpus="$$out/corpus/$$target" crashes="$$out/crashes/$$target" logs="$$out/logs/$$target"
+	    log="$$logs/fuzz.log"
+	    mkdir -p "$$corpus" "$$crashes" "$$logs"
+	    echo "== fuzz $$target for $(FUZZ_SECONDS) s"
+	    # Run from the log directory: with -jobs, libFuzzer writes fuzz-N.log where it runs.
+	    if (cd "$$logs" && PYTHONPATH="$(CURDIR)" "$(abspath $(BIN))/python" -m fuzz.run \
+	            "$$target" "$$corpus" -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) \
+	            -artifact_prefix="$$crashes/" $(FUZZ_ARGS)) > "$$log" 2>&1; then
+	        grep -E '^#[0-9]+[[:space:]]+DONE|^Done ' "$$log" | sed 's/^/   /' || true
+	    else
+	        echo "   CRASHED: see $$log; the input is in $$crashes/" >&2
+	        awk '/Uncaught Python exception|ERROR: libFuzzer|ALARM:|out-of-memory/ {p = 1} p' \
+	            "$$log" | grep -v '^"' | head -60 >&2 || true
+	        failed+=("$$target")
+	    fi
+	done
+	if [ $${#failed[@]} -ne 0 ]; then
+	    echo "make fuzz: crashes in: $${failed[*]}" >&2
+	    exit 1
+	fi
+	echo "make fuzz: no crashes"
+
+$(FUZZ_STAMP): pyproject.toml $(INSTALL_STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -e '.[test,report,fuzz]'
+	touch $@
 
 install: sysdeps $(INSTALL_STAMP)
 

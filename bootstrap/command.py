@@ -63,7 +63,7 @@ def _positive_seconds(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text} is out of range (above 0, at most 86400)")
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range (above 0, at most 86400)")
     return value
 
 

@@ -377,7 +377,7 @@ def _read_settings(path: Path) -> dict[str, object]:
         raise ProfileError(f"profile file {path} is too large ({len(data)} bytes)")
     try:
         return tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except ValueError as exc:  # bad UTF-8, bad TOML, or an integer too long to convert
         raise ProfileError(
             f"profile file {path} is corrupt ({exc}); it has been left untouched. Fix or remove it."
         ) from None

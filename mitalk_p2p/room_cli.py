@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, TypeGuard
 
 import attrs
 import trio
@@ -456,9 +456,11 @@ def cmd_join(args: argparse.Namespace, ctx: _Context) -> int:
     if text.startswith("@"):
         try:
             text = Path(text[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            problem = exc.strerror or exc
-            raise MitalkError(f"could not read the invite from {text[1:]}: {problem}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = "it is not text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+            raise MitalkError(
+                f"could not read the invite from {text[1:]}: {problem or exc}"
+            ) from None
     try:
         invite = SignedInvite.from_token(text)
         invite.verify(time.time())
@@ -693,11 +695,24 @@ def _load_room_file(profile_dir: Path, room: str | None) -> dict[str, object]:
             continue
         except (OSError, ValueError) as exc:
             raise MitalkError(f"the room file {path} is unreadable: {exc}") from None
-        if not isinstance(record, dict) or not {"room_id", "name", "addresses"} <= set(record):
+        if not _room_record_valid(record):
             raise MitalkError(f"the room file {path} is damaged; host the room again")
         return record
     which = f"room {room}" if room else "any room"
     raise MitalkError(f"this profile has not hosted {which}; start one with `mitalk host`")
+
+
+def _room_record_valid(record: object) -> TypeGuard[dict[str, object]]:
+    """Whether a decoded room file has the fields ``mitalk invite`` reads, of the right types."""
+    if not isinstance(record, dict):
+        return False
+    addresses = record.get("addresses")
+    return (
+        isinstance(record.get("room_id"), str)
+        and isinstance(record.get("name"), str)
+        and isinstance(addresses, list)
+        and all(isinstance(a, str) for a in addresses)
+    )
 
 
 # -- audio --------------------------------------------------------------------------

@@ -427,6 +427,10 @@ def _read_wav(path: Path, max_seconds: float) -> _WavData:
         ) from None
     except wave.Error as exc:
         raise _wav_error(path, _describe_wave_error(exc)) from exc
+    except RuntimeError:  # the wave module's chunk reader, on a chunk that overruns its parent
+        raise _wav_error(
+            path, "not a valid WAV file (a chunk's size runs past the end of its container)"
+        ) from None
     whole = len(frames) - len(frames) % (channels * width)
     if whole == 0:
         raise _wav_error(path, "contains no audio (the data chunk holds no complete sample frame)")

@@ -38,7 +38,10 @@ def parse_address(text: str, *, any_port: bool = False) -> tuple[str, int]:
         hint = "IPv6 hosts go in brackets, e.g. [::1]:4000"
         raise AddressError(f"address {text!r}: {hint}")
     lowest = 0 if any_port else 1
-    if not port_text.isdigit() or not lowest <= int(port_text) <= MAX_PORT:
+    # ASCII digits only, and few of them: str.isdigit() also accepts digits that int()
+    # refuses ("²") and runs too long to convert.
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not digits or not lowest <= int(port_text) <= MAX_PORT:
         raise AddressError(f"address {text!r}: port must be {lowest}..{MAX_PORT}")
     return str(parsed), int(port_text)
 

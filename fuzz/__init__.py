@@ -1,0 +1,1 @@
+"""Coverage-guided fuzzing of every parser that reads untrusted input (``make fuzz``)."""
