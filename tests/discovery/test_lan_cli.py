@@ -45,7 +45,10 @@ def _mentions(address: str) -> Callable[[str], bool]:
 
 
 def _listed_at(address: str) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e.get("event") == "room_seen" and e.get("control") == [address]
+    # A record can first be resolved without its addresses; they then come as an update.
+    return lambda e: e.get("event") in ("room_seen", "room_updated") and address in e.get(
+        "control", []
+    )
 
 
 def _seen(key: str, kind: str = "room_seen") -> Any:
