@@ -19,8 +19,16 @@ The life of a received frame, in order of cost:
 5. mark it seen, note its counter against the parent's delivery record (a
    relay that withholds most frames is left), and forward it on every other
    tree edge: relays forward ciphertext they never open;
-6. decrypt with the speaker's sender key (or hold it until the key arrives) and
+6. send it, as a witness sample, to the members that have this peer as their
+   backup parent, if it is the first of its speaker's frames to arrive in a run
+   of counters they sample (:mod:`.witness`);
+7. decrypt with the speaker's sender key (or hold it until the key arrives) and
    hand it to that speaker's jitter buffer.
+
+A witness sample from this peer's own backup parent goes through steps 1–4 only
+when it would show this peer's parent lagging, and then only feeds the parent's
+delivery record: it is never played or forwarded (a relay that passes on
+nothing at all is left this way).
 
 Every drop is counted by reason in :meth:`MediaSession.statistics`; nothing a
 remote peer sends raises out of this object.
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 from collections.abc import Sequence
 
 import attrs
@@ -84,6 +93,7 @@ from .tree_links import (
     TreeLinks,
     TreeOutcome,
 )
+from .witness import LAGGING_SECONDS, WITNESS_TYPE, WitnessTable, peek, wrap
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +106,19 @@ _SWITCH_REASONS = {
     SwitchReason.DETACHED: "detached",
     SwitchReason.LOSSY: "lossy",
 }
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise LocalProtocolError(f"{attribute.name} must be at least 1, got {value}")
+
+
+def _divides_stride(instance: MediaConfig, attribute: attrs.Attribute[int], value: int) -> None:
+    _positive(instance, attribute, value)
+    if instance.witness_stride % value:
+        raise LocalProtocolError(
+            f"witness_dense_stride {value} must divide witness_stride {instance.witness_stride}"
+        )
 
 
 @attrs.frozen
@@ -117,6 +140,20 @@ class MediaConfig:
     leaves it for its backup (measured from the frames' counters)."""
     lossy_window: float = 1.0
     """Seconds of frames over which that fraction is measured."""
+    witness_stride: int = attrs.field(default=32, validator=_positive)
+    """A backup parent sends the members it backs up one frame of each speaker in every
+    run of this many counters, so they can tell a parent that withholds frames from a
+    quiet speaker (:mod:`.witness`).  32 costs about 3 % of the audio on that link."""
+    witness_dense_stride: int = attrs.field(default=4, validator=_divides_stride)
+    """The same for a member whose parent lags behind those samples, for a moment (it
+    must divide ``witness_stride``)."""
+    withhold_seconds: float = attrs.field(
+        default=attrs.Factory(lambda c: c.probe_interval * (c.probe_misses + 2), takes_self=True)
+    )
+    """How far (in seconds of a speaker's frames) the witness samples may run ahead of
+    the parent before this peer leaves it.  It must outlast a repair above an honest
+    parent: ``probe_misses`` intervals until the orphan notices, one for the timer,
+    and one for its new parent's first frames."""
     key_request_interval: float = 1.0
     """Minimum seconds between two key requests to one speaker."""
     jitter: JitterConfig | None = attrs.Factory(JitterConfig)
@@ -138,6 +175,10 @@ class MediaStatistics:
     dropped: dict[str, int]
     links: tuple[LinkStatistics, ...]
     speakers: dict[PublicKey, JitterStatistics]
+    witness_frames_sent: int = 0
+    """Frames sent as witness samples to members this peer backs up."""
+    witness_frames_received: int = 0
+    """Witness samples from this peer's backup parent that were taken in (not dropped)."""
 
     @property
     def dropped_total(self) -> int:
@@ -180,13 +221,27 @@ class MediaSession:
 
     def __attrs_post_init__(self) -> None:
         self._tag = room_tag(self.room_id)
+        config = self.config
+        # A witness request every three seconds, each good for 7.5: one may be lost.
+        witness_every = max(1, round(3.0 / config.probe_interval))
         self._links = TreeLinks(
             self.identity.public_key,
             self._tag,
-            interval=self.config.probe_interval,
-            misses=self.config.probe_misses,
-            lossy_threshold=self.config.lossy_threshold,
-            lossy_window=self.config.lossy_window,
+            interval=config.probe_interval,
+            misses=config.probe_misses,
+            lossy_threshold=config.lossy_threshold,
+            lossy_window=config.lossy_window,
+            withhold_frames=math.ceil(config.withhold_seconds / config.frame_seconds - 1e-9),
+            lagging_frames=max(2, math.ceil(LAGGING_SECONDS / config.frame_seconds - 1e-9)),
+            witness_fresh=2 * config.withhold_seconds,
+            witness_every=witness_every,
+            settle=config.withhold_seconds,
+            witness=WitnessTable(
+                config.witness_stride,
+                config.witness_dense_stride,
+                lease=2.5 * witness_every * config.probe_interval,
+                dense_lease=2 * config.probe_interval,
+            ),
         )
 
     # --- queries -------------------------------------------------------------------
@@ -228,6 +283,9 @@ class MediaSession:
 
     def statistics(self) -> MediaStatistics:
         c = self._counts
+        dropped = dict(self._dropped)
+        if self._links.witness.refused:
+            dropped["witness-table-full"] = self._links.witness.refused
         return MediaStatistics(
             frames_sent=c["frames_sent"],
             frames_forwarded=c["frames_forwarded"],
@@ -237,13 +295,15 @@ class MediaSession:
             key_rotations=c["key_rotations"],
             parent_switches=c["parent_switches"],
             parent=self.parent,
-            dropped=dict(self._dropped),
+            dropped=dropped,
             links=tuple(self._links.statistics()),
             speakers={
                 key: stream.jitter.statistics()
                 for key, stream in sorted(self._streams.items())
                 if stream.jitter is not None
             },
+            witness_frames_sent=c["witness_frames_sent"],
+            witness_frames_received=c["witness_frames_received"],
         )
 
     def outbound(self) -> list[MediaOutbound]:
@@ -448,6 +508,9 @@ class MediaSession:
         self._counts["frames_sent"] += 1
         for address in self._links.forward_addresses(None):
             self._outbound.append(SendDatagram(address, datagram))
+        witness = self._links.witness
+        if witness.stride_now and header.seq >= witness.next_sample.get(header.speaker, 0):
+            self._send_witness(self.me, header, datagram, now)
         return True
 
     # --- datagrams ---------------------------------------------------------------------
@@ -462,6 +525,8 @@ class MediaSession:
                 self._on_frame(data, address, now)
             elif data[0] == PROBE_TYPE:
                 self._on_probe(Probe.decode(data), address, now)
+            elif data[0] == WITNESS_TYPE:
+                self._on_witness(data, address, now)
             else:
                 self._drop("unknown-datagram")
         except RemoteProtocolError:
@@ -507,7 +572,57 @@ class MediaSession:
         if targets:
             self._outbound.extend([SendDatagram(target, data) for target in targets])
             self._counts["frames_forwarded"] += len(targets)
+        witness = self._links.witness
+        if witness.stride_now and header.seq >= witness.next_sample.get(header.speaker, 0):
+            self._send_witness(speaker, header, data, now)
         self._play(stream, header, data, now, now)
+
+    def _send_witness(
+        self, speaker: PublicKey, header: FrameHeader, data: bytes, now: float
+    ) -> None:
+        """Send a sampled frame to the members this peer backs up (not to its speaker)."""
+        targets = self._links.witness.sample(header.speaker, header.seq, now)
+        if not targets:
+            return
+        datagram = wrap(data)
+        for key, address in targets:
+            if key != speaker:
+                self._outbound.append(SendDatagram(address, datagram))
+                self._counts["witness_frames_sent"] += 1
+
+    def _on_witness(self, data: bytes, address: str, now: float) -> None:
+        """A witness sample: evidence of a speaker's progress, never played or forwarded."""
+        links = self._links
+        if not links.witness_from(address):
+            self._drop("witness-unasked")
+            return
+        tag, index, seq = peek(data)
+        if tag != self._tag:
+            self._drop("wrong-room")
+            return
+        speaker = self._by_index.get(index)
+        if speaker is None or speaker == self.me:
+            self._drop("unknown-speaker" if speaker is None else "own-frame")
+            return
+        if not self._members[speaker].audible:
+            self._drop("not-on-floor")
+            return
+        if links.witness_sample(index, seq, now):
+            # Only a sample that would show the parent lagging costs more than this.
+            frame = data[1:]
+            header = parse_header(frame)
+            stream = self._stream(speaker, index)
+            problem = stream.precheck(header, now)
+            if problem is None and not frame_signature_valid(frame, self.room_id, speaker):
+                problem = "bad-signature"
+            if problem == "duplicate":
+                pass  # held already: the parent (or the one before) passed it on
+            elif problem is not None:
+                self._drop(problem)
+                return
+            else:
+                self._apply_tree_outcomes(links.note_witness(index, seq, now), now)
+        self._counts["witness_frames_received"] += 1
 
     def _stream(self, speaker: PublicKey, index: int) -> SpeakerStream:
         stream = self._streams.get(speaker)

@@ -16,7 +16,9 @@ keys secret; nothing here is signed again.
 
 :class:`Probe` is a UDP datagram exchanged by tree neighbours several times a
 second: liveness, RTT and loss for each edge, and (in a parent's answer) the
-parent's path to the root, by which a child detects a loop.
+parent's path to the root, by which a child detects a loop.  A member also
+asks its backup parent now and then (:attr:`ProbeRole.WITNESS`) to be sent a
+sample of the frames the backup verifies (see :mod:`.witness`).
 """
 
 from __future__ import annotations
@@ -319,6 +321,8 @@ _PROBE = struct.Struct(">B4s32sIBIIIBB")
 MAX_PROBE_PATH = 16
 """Most ancestors a probe names; a deeper sender names its nearest ones."""
 _ROOTED = 0x01
+_LAGGING = 0x04
+_FLAGS = _ROOTED | _LAGGING
 _MAX_PATH_BYTES = MAX_PROBE_PATH * PUBLIC_KEY_SIZE
 
 
@@ -350,6 +354,12 @@ class ProbeRole(enum.IntEnum):
     """From a child to its parent: "I am your child; forward me the room's frames"."""
     PARENT = 2
     """A parent's answer."""
+    WITNESS = 3
+    """From a member to its backup parent: "send me a sample of the frames you verify".
+
+    Not a tree edge and not answered (see :mod:`.witness`)."""
+    WITNESS_END = 4
+    """From a member to a peer that is no longer its backup parent: "stop the samples"."""
 
 
 @attrs.frozen
@@ -363,6 +373,11 @@ class Probe:
     in its parent's path has found a loop.  The path stays in its wire form, the
     raw keys concatenated (probes are the most frequent datagram): see
     :func:`encode_path`, :func:`path_keys` and :func:`path_holds`.
+
+    ``lagging`` is about frames withheld (:mod:`.witness`).  In a parent's
+    answer: the lag its children see is being dealt with above them.  In a
+    child's probe: the child sees this parent lag.  In a witness request: the
+    sender's parent lags, so the backup should sample densely.
     """
 
     room_tag: bytes
@@ -374,6 +389,7 @@ class Probe:
     echo_hold_us: int
     rooted: bool = attrs.field(default=True, kw_only=True)
     path: bytes = attrs.field(default=b"", kw_only=True)
+    lagging: bool = attrs.field(default=False, kw_only=True)
 
     def encode(self) -> bytes:
         return encode_probe(
@@ -386,6 +402,7 @@ class Probe:
             self.echo_hold_us,
             rooted=self.rooted,
             path=self.path,
+            lagging=self.lagging,
         )
 
     @classmethod
@@ -397,7 +414,7 @@ class Probe:
         )
         if (
             kind != PROBE_TYPE
-            or flags & ~_ROOTED
+            or flags & ~_FLAGS
             or count > MAX_PROBE_PATH
             or len(data) != _PROBE.size + count * PUBLIC_KEY_SIZE
         ):
@@ -414,8 +431,9 @@ class Probe:
             probe_id,
             echo_id,
             hold,
-            rooted=flags == _ROOTED,
+            rooted=bool(flags & _ROOTED),
             path=data[_PROBE.size :] if count else b"",
+            lagging=bool(flags & _LAGGING),
         )
 
 
@@ -430,6 +448,7 @@ def encode_probe(
     *,
     rooted: bool,
     path: bytes,
+    lagging: bool = False,
 ) -> bytes:
     """A probe datagram, without building a :class:`Probe` first (the hottest send path).
 
@@ -448,7 +467,7 @@ def encode_probe(
         probe_id,
         echo_id,
         min(echo_hold_us, 0xFFFF_FFFF),
-        _ROOTED if rooted else 0,
+        (_ROOTED if rooted else 0) | (_LAGGING if lagging else 0),
         len(path) // PUBLIC_KEY_SIZE,
     )
     return head + path if path else head
@@ -458,7 +477,7 @@ def _probe_error(data: bytes, kind: int, flags: int, count: int) -> WireError:
     """What is wrong with a probe whose fixed part did not add up."""
     if kind != PROBE_TYPE:
         return WireError(f"datagram type {kind:#04x} is not a probe")
-    if flags & ~_ROOTED:
+    if flags & ~_FLAGS:
         return WireError(f"unknown probe flags {flags:#04x}")
     if count > MAX_PROBE_PATH:
         return WireError(f"probe path of {count} entries exceeds {MAX_PROBE_PATH}")

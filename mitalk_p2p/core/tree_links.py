@@ -39,11 +39,23 @@ counters on what arrives from its parent (:mod:`.delivery`); when most of the
 frames due over ``lossy_window`` never came, it moves to its backup parent and
 says why (:attr:`SwitchReason.LOSSY`).  It never leaves for a worse place on
 that ground: without a usable backup it stays and waits for the host.
+
+A relay that passes on nothing at all leaves no gap in the counters.  For that
+a child asks its backup parent for witness samples (:mod:`.witness`): a sparse
+sample of the frames the backup verifies, on a path that avoids the parent.
+When the samples run ahead of what the parent passed on by more than a repair
+above it can explain, the child leaves it, again as :attr:`SwitchReason.LOSSY`.
+A child that finds its parent lagging says so (``lagging``) to its backup, for
+a denser sample, to its parent, and to its own children, which then allow
+more time: the lag they see is not their parent's doing, and it is being dealt
+with above (:meth:`TreeLinks._limit`).  As a backup, a peer keeps the requests
+of the members it backs up (:class:`~.witness.WitnessTable`).
 """
 
 from __future__ import annotations
 
 import collections
+import enum
 import math
 from collections.abc import Iterable
 
@@ -63,6 +75,7 @@ from .media_messages import (
     path_holds,
     path_keys,
 )
+from .witness import WitnessTable
 
 RTT_SAMPLES = 16
 LOSS_WINDOW = 64
@@ -107,6 +120,15 @@ class Edge:
     """Whether a parent's last answer named this peer among its ancestors."""
     delivery: DeliveryMonitor | None = None
     """The frames a parent passed on, by the speakers' counters (made at the first frame)."""
+    lagging: bool = False
+    """Whether a parent's latest answer said that the lag below it is dealt with above (see
+    :mod:`.witness`)."""
+    lagging_id: int = 0
+    """The probe id of the answer ``lagging`` comes from: an older one, reordered, is no news."""
+    answered_at: float = float("-inf")
+    """When the latest of a parent's answers arrived."""
+    lagging_since: float = 0.0
+    """When a parent's answers began to say ``lagging``."""
 
     def rtt(self) -> float | None:
         return _median(self.rtt_samples) if self.rtt_samples else None
@@ -125,6 +147,13 @@ class Edge:
             self.outcomes.append(True)
             self.last_id_seen = probe_id
             self.last_seen_at = now
+
+
+class _Verdict(enum.Enum):
+    NONE = enum.auto()
+    LAST_CALL = enum.auto()
+    """Past the limit: probe the parent once more, and judge by its answer."""
+    WITHHELD = enum.auto()
 
 
 @attrs.frozen
@@ -171,6 +200,23 @@ class TreeLinks:
     """Fraction of the frames due through the parent that, missing, make this peer leave it."""
     lossy_window: float = 1.0
     """Seconds of frames over which that fraction is measured."""
+    withhold_frames: int = 50
+    """Frames the witness samples may run ahead of the parent before this peer leaves it
+    (or more while the parent is owed patience: see :meth:`_limit`)."""
+    lagging_frames: int = 8
+    """Lag at which this peer says its parent lags: to its backup, for a denser sample,
+    and to its children, for patience."""
+    witness_fresh: float = 2.0
+    """Seconds a witness sample counts towards saying the parent lags."""
+    witness_every: int = 15
+    """Intervals between witness requests to the backup while the parent does not lag."""
+    settle: float = 1.0
+    """Seconds after leaving a parent during which this peer tells its children that it
+    lags: its new parent is still catching up."""
+    witness: WitnessTable = attrs.Factory(WitnessTable)
+    """The members this peer sends witness samples to, as their backup."""
+    lagging: bool = False
+    """Whether this peer's parent lags behind the witness samples now."""
     version: int = 0
     parent: Edge | None = None
     backup: Neighbor | None = None
@@ -188,10 +234,27 @@ class TreeLinks:
     """When each child the host did not place here was last reported found."""
     _path: bytes | None = None
     """This peer's own path in its wire form, rebuilt when the parent or its path changes."""
+    _witness_due: int = 0
+    """Intervals until the next witness request."""
+    _witness_asked: PublicKey | None = None
+    """The backup the last witness request went to."""
+    _settled_at: float = float("-inf")
+    """When this peer's last switch of parent has settled (see ``settle``)."""
+    _last_call: float | None = None
+    """When the parent's lag was first seen past the limit (see :meth:`_withheld`)."""
+    _told: bool = False
+    _dense_asked_at: float = float("-inf")
+    """When a dense witness sample was last asked for."""
+    """What this peer last told its children about lagging (see :meth:`_tell_children`)."""
 
     @property
     def dead_after(self) -> float:
         return self.interval * self.misses
+
+    @property
+    def _recent_probes(self) -> int:
+        """Probe round trips in one ``lossy_window``."""
+        return max(1, round(self.lossy_window / self.interval))
 
     # --- queries -----------------------------------------------------------------
 
@@ -205,6 +268,19 @@ class TreeLinks:
             if self.parent is not None:
                 self._targets.append(self.parent.address)
         return [address for address in self._targets if address != arrived_from]
+
+    def witness_from(self, address: str) -> bool:
+        """Whether witness samples from ``address`` are wanted: it is the usable backup's."""
+        backup = self._usable_backup()
+        return backup is not None and backup.address == address
+
+    def witness_sample(self, speaker: int, seq: int, now: float) -> bool:
+        """A witness sample arrived: whether it would tell more than the parent and earlier
+        samples did (only then is it checked and noted)."""
+        parent = self.parent
+        if parent is None:
+            return False
+        return parent.delivery is None or parent.delivery.witness_sample(speaker, seq, now)
 
     def statistics(self) -> list[LinkStatistics]:
         out = []
@@ -239,25 +315,39 @@ class TreeLinks:
     def apply_position(self, position: TreePosition, now: float) -> list[TreeOutcome]:
         """Adopt a new assignment from the host."""
         self.version = position.version
+        out: list[TreeOutcome] = []
+        if position.backup != self.backup:
+            self._witness_due = 0
+            old = self._usable_backup()
+            if old is not None and self._witness_asked == old.key:
+                out.append(self._witness_probe(ProbeRole.WITNESS_END, old.address, now))
         self.backup = position.backup
         self.assigned = position.parent
         self._placed = {child.key for child in position.children}
         self._found_at = {k: t for k, t in self._found_at.items() if k not in self._placed}
-        out: list[TreeOutcome] = []
         wanted = position.parent
         if wanted is None:
             self._set_parent(None)
         elif self.parent is None or self.parent.key != wanted.key:
+            if self.parent is not None:
+                self._settled_at = now + self.settle  # a move: the new parent catches up
             self._set_parent(Edge(wanted.key, wanted.address, last_heard=now))
             out.append(self._probe_parent(now))
         for child in position.children:
             if child.key not in self.children and child.key != self.me:
                 self._add_child(Edge(child.key, child.address, last_heard=now))
+        out.extend(self._tell_children(now))
         return out
 
     def on_probe(self, probe: Probe, address: str, now: float) -> list[TreeOutcome]:
         if probe.role is ProbeRole.CHILD:
             return self._on_child_probe(probe, address, now)
+        if probe.role is ProbeRole.WITNESS:
+            self._on_witness_request(probe, address, now)
+            return []
+        if probe.role is ProbeRole.WITNESS_END:
+            self.witness.forget(probe.sender, address)
+            return []
         parent = self.parent
         if parent is None or probe.sender != parent.key:
             return []
@@ -273,13 +363,23 @@ class TreeLinks:
             self._path = None
         parent.looped = path_holds(probe.path, self.me)
         parent.rooted = probe.rooted and not parent.looped
+        if probe.probe_id > parent.lagging_id:
+            if probe.lagging and not parent.lagging:
+                parent.lagging_since = now
+            parent.lagging, parent.lagging_id = probe.lagging, probe.probe_id
+            parent.answered_at = now
         if parent.looped:
             # A parent below this peer is no way to the root: its answers prove nothing.
             return []
         parent.last_heard = now
         if parent.rooted:
             parent.rooted_at = now
-        return []
+        if (
+            self._last_call is not None  # the answer to a last call: judge it at once
+            and self._withheld(parent, self._lag(parent, now), now) is _Verdict.WITHHELD
+        ):
+            return self._fail_over(now, SwitchReason.LOSSY)
+        return self._tell_children(now)
 
     def heard_from(self, address: str, now: float) -> None:
         """Any authentic frame from a neighbour also proves it is alive (unless it is looped)."""
@@ -297,10 +397,38 @@ class TreeLinks:
         parent = self.parent
         if parent is None or parent.address != address:
             return
-        delivery = parent.delivery
-        if delivery is None:
-            delivery = parent.delivery = DeliveryMonitor(self.lossy_window)
-        delivery.note(speaker, seq, now)
+        self._delivery(parent).note(speaker, seq, now)
+
+    def note_witness(self, speaker: int, seq: int, now: float) -> list[TreeOutcome]:
+        """A verified witness sample (``speaker``'s counter ``seq``) came from the backup.
+
+        Leaves a parent that lags ``withhold_frames`` behind it (more when it is owed
+        patience: :meth:`_limit`) for the backup, once the parent's answer to a last
+        call has not said that the lag is being dealt with above it.  The first sign
+        of lag is acted on at once: the backup is asked for a denser sample, and the
+        parent is probed (its answer says whether it lags itself).
+        """
+        parent = self.parent
+        if parent is None:
+            return []
+        lag = self._delivery(parent).note_witness(speaker, seq, now)
+        if lag < self.lagging_frames:
+            return []
+        out: list[TreeOutcome] = []
+        if not self.lagging:
+            self.lagging = True
+            request = self._ask_witness(now)
+            if request is not None:
+                out.append(request)
+            # Hear at once whether the parent says that it lags too.
+            out.append(self._probe_parent(now))
+        verdict = self._withheld(parent, lag, now)
+        if verdict is _Verdict.WITHHELD:
+            return self._fail_over(now, SwitchReason.LOSSY)
+        if verdict is _Verdict.LAST_CALL and not out:
+            out.append(self._probe_parent(now))
+        out.extend(self._tell_children(now))
+        return out
 
     def note_corrupt(self, address: str, threshold: int, now: float) -> list[TreeOutcome]:
         """A frame from ``address`` failed verification; past ``threshold`` leave that parent."""
@@ -318,6 +446,7 @@ class TreeLinks:
         if now < self.next_tick:
             return []
         self.next_tick = now + self.interval
+        self.witness.expire(now)
         out: list[TreeOutcome] = []
         for child in self._ordered_children():
             if now - child.last_heard >= self.dead_after:
@@ -333,10 +462,20 @@ class TreeLinks:
             out.extend(self._fail_over(now, reason))
         elif self._detached(parent, now):
             out.extend(self._fail_over(now, SwitchReason.DETACHED))
-        elif self._lossy(parent, now):
+        elif (
+            self._lossy(parent, now)
+            or self._withheld(parent, self._lag(parent, now), now) is _Verdict.WITHHELD
+        ):
             out.extend(self._fail_over(now, SwitchReason.LOSSY))
         else:
             out.append(self._probe_parent(now))
+        parent = self.parent
+        if parent is not None:
+            self.lagging = self._lag(parent, now) >= self.lagging_frames
+            request = self._ask_witness(now)
+            if request is not None:
+                out.append(request)
+        out.extend(self._tell_children(now))
         return out
 
     def parent_left(self, now: float) -> list[TreeOutcome]:
@@ -366,16 +505,155 @@ class TreeLinks:
         )
 
     def _lossy(self, parent: Edge, now: float) -> bool:
-        """The parent withholds frames, and the backup is a place to go."""
+        """The parent withholds frames, and the backup is a place to go (not while the
+        parent says that the loss below it is being dealt with above)."""
         backup = self.backup
         return (
             parent.delivery is not None
+            and not self._excused(parent, now)
             and len(parent.outcomes) >= LOSSY_MIN_PROBES
             and backup is not None
             and backup.key != parent.key
             and backup.key not in self.children
-            and parent.delivery.lossy(now, self.lossy_threshold, _expected_delivery(parent))
+            and parent.delivery.lossy(
+                now, self.lossy_threshold, _expected_delivery(parent, self._recent_probes)
+            )
         )
+
+    def _delivery(self, parent: Edge) -> DeliveryMonitor:
+        """The parent's delivery record, made at its first frame or witness sample."""
+        delivery = parent.delivery
+        if delivery is None:
+            delivery = parent.delivery = DeliveryMonitor(
+                self.lossy_window, max_floor=self.withhold_frames // 2
+            )
+        return delivery
+
+    def _usable_backup(self) -> Neighbor | None:
+        """The backup, if it is a place to go: neither the parent nor a child."""
+        backup, parent = self.backup, self.parent
+        if (
+            backup is None
+            or parent is None
+            or backup.key == parent.key
+            or backup.key in self.children
+        ):
+            return None
+        return backup
+
+    def _says_lagging(self, now: float) -> bool:
+        """What this peer's answers tell its children: that the lag they may see is being
+        dealt with above them.  Its parent lags behind its samples, or it moved moments ago,
+        or its own parent says the same (a relay below a starved one may have no sample of
+        its own: its backup can be starved too)."""
+        parent = self.parent
+        return (
+            self.lagging
+            or now < self._settled_at
+            or (parent is not None and not parent.looped and self._excused(parent, now))
+        )
+
+    def _tell_children(self, now: float) -> list[TreeOutcome]:
+        """Answers, unasked, to every child the moment this peer starts saying that it lags:
+        the claim then reaches a subtree at the network's pace, not one probe interval per
+        level, and is there before the children's own verdicts."""
+        says = self._says_lagging(now)
+        told, self._told = self._told, says
+        if not says or told:
+            return []
+        return [self._probe(ProbeRole.PARENT, child, now) for child in self._ordered_children()]
+
+    def _lag(self, parent: Edge, now: float) -> int:
+        """How far the parent lags behind the recent witness samples, in frames."""
+        delivery = parent.delivery
+        return 0 if delivery is None else delivery.lag(now, self.witness_fresh)
+
+    def _withheld(self, parent: Edge, lag: int, now: float) -> _Verdict:
+        """Whether the parent withholds frames: it lags behind the samples by
+        :meth:`_limit`, and its answer to a last call still does not say that the lag
+        is being dealt with above it.  The last call (a probe) goes out a round trip's
+        worth of frames before the limit, so the answer is in when the lag gets there;
+        a lost answer only delays the verdict, and a parent that stops answering is
+        left as silent."""
+        limit = self._limit(parent, now)
+        frame = self.settle / self.withhold_frames
+        ahead = math.ceil(2 * (parent.rtt() or self.interval) / frame)
+        if not self.lagging or lag < limit - ahead or self._usable_backup() is None:
+            self._last_call = None
+            return _Verdict.NONE
+        if self._last_call is None:
+            self._last_call = now
+            return _Verdict.LAST_CALL
+        if lag >= limit and parent.answered_at > self._last_call:
+            return _Verdict.WITHHELD
+        return _Verdict.NONE
+
+    def _excused(self, parent: Edge, now: float) -> bool:
+        """Whether the parent says that the lag below it is being dealt with above, and has
+        not been saying so for longer than that can take honestly (``3 × settle``)."""
+        return parent.lagging and now - parent.lagging_since < 3 * self.settle
+
+    def _limit(self, parent: Edge, now: float) -> int:
+        """How far the parent may lag behind the samples before it is left.
+
+        ``withhold_frames``, or twice that when this edge lost probes lately (a burst
+        may be taking frames too), or two and a half times that when the parent says
+        the lag is being dealt with above it: above, the same lag may take the double
+        time to settle.  A withholding relay can buy itself the longer time by either
+        means (dropping its own answers, or saying so), but no more.
+        """
+        if self._excused(parent, now):
+            return self.withhold_frames * 5 // 2
+        outcomes = parent.outcomes
+        recent = min(self._recent_probes, len(outcomes))
+        lost = sum(1 for i in range(1, recent + 1) if not outcomes[-i])
+        return self.withhold_frames * (2 if lost >= 2 else 1)
+
+    def _ask_witness(self, now: float, *, dense: bool = False) -> SendDatagram | None:
+        """A witness request to the backup, when one is due: every ``witness_every``
+        intervals, at once for a new backup, and every interval while the parent lags.
+        A ``dense`` one (a child sees this peer lag) goes at most once an interval."""
+        backup = self._usable_backup()
+        if backup is None:
+            return None
+        dense = dense or self.lagging
+        if dense:
+            if now - self._dense_asked_at < self.interval:
+                return None
+            self._dense_asked_at = now
+        elif self._witness_due > 0 and backup.key == self._witness_asked:
+            self._witness_due -= 1
+            return None
+        self._witness_due = self.witness_every - 1
+        self._witness_asked = backup.key
+        return self._witness_probe(ProbeRole.WITNESS, backup.address, now, lagging=dense)
+
+    def _witness_probe(
+        self, role: ProbeRole, address: str, now: float, *, lagging: bool = False
+    ) -> SendDatagram:
+        probe_id = self._next_probe_id
+        self._next_probe_id += 1
+        datagram = encode_probe(
+            self.room_tag,
+            self.me,
+            self.version,
+            role,
+            probe_id,
+            0,
+            0,
+            rooted=self.rooted(now),
+            path=b"",
+            lagging=lagging,
+        )
+        return SendDatagram(address, datagram)
+
+    def _on_witness_request(self, probe: Probe, address: str, now: float) -> None:
+        """A member that has this peer as its backup asks for samples (not a tree neighbour:
+        those get every frame)."""
+        sender, parent = probe.sender, self.parent
+        neighbour = sender in self.children or (parent is not None and parent.key == sender)
+        if sender != self.me and not neighbour:
+            self.witness.ask(sender, address, probe.lagging, now)
 
     def _on_child_probe(self, probe: Probe, address: str, now: float) -> list[TreeOutcome]:
         if probe.sender == self.me:
@@ -408,6 +686,12 @@ class TreeLinks:
             if reported is None or now - reported >= self.interval * self.stray_misses:
                 self._found_at[probe.sender] = now
                 out.append(ChildSeen(probe.sender))
+        if probe.lagging and probe.sender in self.children and not self.lagging:
+            # A child sees this peer lag.  Is this peer starved itself?  Its own backup's
+            # samples, densely and at once, will tell (and then its answers say so).
+            request = self._ask_witness(now, dense=True)
+            if request is not None:
+                out.append(request)
         return out
 
     def _fail_over(self, now: float, reason: SwitchReason) -> list[TreeOutcome]:
@@ -432,7 +716,12 @@ class TreeLinks:
                 old.rooted = False
                 return [self._probe_parent(now)]
         self._set_parent(Edge(target.key, target.address, last_heard=now))
-        return [Switched(old.key, target.key, reason), self._probe_parent(now)]
+        self._settled_at = now + self.settle
+        return [
+            Switched(old.key, target.key, reason),
+            self._probe_parent(now),
+            *self._tell_children(now),
+        ]
 
     def _probe_parent(self, now: float) -> SendDatagram:
         assert self.parent is not None
@@ -460,6 +749,9 @@ class TreeLinks:
             rooted=self.rooted(now),
             # Only a parent's answer needs the path: a child's probe stays small.
             path=self._own_path() if role is ProbeRole.PARENT else b"",
+            # A parent's answer: the lag below is being dealt with above.  A child's probe:
+            # the child sees this parent lag (the parent then checks its own backup).
+            lagging=self._says_lagging(now) if role is ProbeRole.PARENT else self.lagging,
         )
         return SendDatagram(edge.address, datagram)
 
@@ -487,11 +779,14 @@ class TreeLinks:
     def _set_parent(self, edge: Edge | None) -> None:
         self._targets = None
         self._path = None
+        self.lagging = False
+        self._last_call = None
         if self.parent is not None:
             self._by_address.pop(self.parent.address, None)
         self.parent = edge
         if edge is not None:
             edge.rooted_at = edge.last_heard
+            self.witness.forget(edge.key)
             self.children.pop(edge.key, None)
             self._found_at.pop(edge.key, None)
             self._by_address[edge.address] = edge.key
@@ -502,6 +797,7 @@ class TreeLinks:
             return
         self.children[edge.key] = edge
         self._by_address[edge.address] = edge.key
+        self.witness.forget(edge.key)
 
     def _remove_child(self, key: PublicKey) -> None:
         self._targets = None
@@ -519,14 +815,24 @@ class TreeLinks:
         return edges
 
 
-def _expected_delivery(parent: Edge) -> float:
+def _expected_delivery(parent: Edge, recent: int) -> float:
     """The share of frames a path delivers if each of its hops loses what this edge's probes do.
 
     Probe loss is counted over round trips, so one direction loses about
     ``1 - sqrt(1 - loss)``.  The hops are the parent and its ancestors, as far as
-    its path reaches.
+    its path reaches.  The loss is the worse of the whole record and its last
+    ``recent`` probes (the span of the frames judged): a burst that silences the
+    link for a moment takes probes with it, while a relay that withholds frames
+    answers every probe.  The record counts one probe lost and one answered
+    before any real one, so a young edge's few lucky probes do not pass for a
+    clean path (raised to a power of the hops, they would).
     """
-    one_way = math.sqrt(max(0.0, 1.0 - parent.loss()))
+    outcomes = parent.outcomes
+    loss = (outcomes.count(False) + 1) / (len(outcomes) + 2)
+    if len(outcomes) >= recent:
+        lost = sum(1 for i in range(1, recent + 1) if not outcomes[-i])
+        loss = max(loss, lost / recent)
+    one_way = math.sqrt(max(0.0, 1.0 - loss))
     hops = 1 + len(parent.path) // PUBLIC_KEY_SIZE
     return one_way**hops
 

@@ -20,7 +20,7 @@ import trio
 
 from mitalk_p2p.core import media as media_module
 from mitalk_p2p.core import sender_keys as sender_keys_module
-from mitalk_p2p.core.delivery import MAX_GAP, MIN_EXPECTED, DeliveryMonitor
+from mitalk_p2p.core.delivery import LONG_GAP, MAX_GAP, MIN_EXPECTED, DeliveryMonitor
 from mitalk_p2p.core.errors import WireError
 from mitalk_p2p.core.identity import Identity, PublicKey
 from mitalk_p2p.core.incoming import MAX_PENDING, SEQ_SLACK
@@ -47,9 +47,12 @@ from mitalk_p2p.core.media_frame import (
 from mitalk_p2p.core.media_messages import (
     PROBE_TYPE,
     KeyRequest,
+    Neighbor,
     ParentSwitched,
+    Probe,
     ProbeRole,
     SwitchReason,
+    TreePosition,
     decode_media_message,
     encode_media_message,
     encode_probe,
@@ -60,6 +63,8 @@ from mitalk_p2p.core.relay_scores import RelayScores
 from mitalk_p2p.core.replica import SendTo
 from mitalk_p2p.core.sender_keys import SenderKey
 from mitalk_p2p.core.tree_coordinator import UPSTREAM_GRACE
+from mitalk_p2p.core.tree_links import TreeLinks
+from mitalk_p2p.core.witness import MAX_WITNESSED, WITNESS_TYPE, wrap
 from mitalk_p2p.sim.peer_net import LinkModel, Tamper
 
 from ..core.media_fixtures import FRAME, PAYLOAD, MediaRoom, host_tree, media_room, subtree
@@ -68,6 +73,10 @@ from ..core.room_fixtures import ROOM
 CONFIG = MediaConfig(report_frames=True)
 REPAIR_DEADLINE = CONFIG.lossy_window + CONFIG.probe_interval
 """How long after a relay starts withholding frames its children may take to leave it."""
+SPARSE_DEADLINE = 3 * CONFIG.lossy_window + CONFIG.probe_interval
+"""The same for a relay that passes on a frame every second or so: three gaps in a row."""
+EXCUSED_DEADLINE = 2.5 * CONFIG.withhold_seconds + CONFIG.probe_interval
+"""The same for a relay that passes on nothing and tells its children that it lags itself."""
 
 
 # --- watching a room --------------------------------------------------------------------
@@ -162,7 +171,8 @@ def _send(peer: Peer, *, now: float) -> bool:
 
 
 def on_frames(change: Callable[[SendDatagram], Sequence[SendDatagram]]) -> Tamper:
-    """Apply ``change`` to the frames a peer sends; its probes go out untouched."""
+    """Apply ``change`` to the frames a peer sends; its probes (and the witness samples it
+    sends as a backup parent) go out untouched."""
 
     def tamper(datagram: SendDatagram) -> Sequence[SendDatagram]:
         if datagram.data[:1] == bytes([FRAME_TYPE]):
@@ -172,16 +182,38 @@ def on_frames(change: Callable[[SendDatagram], Sequence[SendDatagram]]) -> Tampe
     return tamper
 
 
-def withhold(keep_every: int, speaker: int | None = None) -> Tamper:
-    """Pass on one frame in ``keep_every`` (of ``speaker``'s only, if given)."""
+def withhold(keep_every: int | None, speaker: int | None = None) -> Tamper:
+    """Pass on one frame in ``keep_every``, or none at all (of ``speaker``'s only, if given)."""
 
     def change(datagram: SendDatagram) -> Sequence[SendDatagram]:
         header = parse_header(datagram.data)
         if speaker is not None and header.speaker != speaker:
             return (datagram,)
-        return (datagram,) if header.seq % keep_every == 0 else ()
+        return (datagram,) if keep_every and header.seq % keep_every == 0 else ()
 
     return on_frames(change)
+
+
+@attrs.frozen
+class Sample:
+    sender: PublicKey
+    to: PublicKey
+    at: float
+
+
+def record_witness_samples(room: MediaRoom) -> list[Sample]:
+    """Every witness sample any peer sends from now on (other tampering still applies)."""
+    samples: list[Sample] = []
+    by_address = {peer.media.address: key for key, peer in room.net.peers.items()}
+
+    def recording(key: PublicKey, datagram: SendDatagram) -> Sequence[SendDatagram]:
+        if datagram.data[:1] == bytes([WITNESS_TYPE]):
+            samples.append(Sample(key, by_address[datagram.address], room.net.now))
+        return (datagram,)
+
+    for key in room.net.peers:
+        room.net.tamper[key] = functools.partial(recording, key)
+    return samples
 
 
 def flip(offset: int) -> Tamper:
@@ -215,26 +247,45 @@ def forge(forger: Identity, stolen: SenderKey) -> Tamper:
 # --- 1. a relay that withholds frames ----------------------------------------------------
 
 
-def test_children_leave_a_relay_that_withholds_frames_within_the_repair_deadline() -> None:
+@pytest.mark.parametrize("passes_on", [10, None], ids=["one-frame-in-ten", "nothing"])
+def test_children_leave_a_relay_that_withholds_frames_within_the_repair_deadline(
+    passes_on: int | None,
+) -> None:
     room = media_room(12, fanout=3, config=CONFIG)
     tree = host_tree(room)
     relay = relay_with_children(room, 3)
     victims = tree.children(relay)
     below = subtree(room, relay)
     watch = Watch(room)
+    samples = record_witness_samples(room)
     room.speak("host", 1.0)
     started = room.net.now
-    room.net.tamper[relay] = withhold(10)
+    # It keeps answering every probe.  Passing on nothing, it leaves no gap in the counters:
+    # only the samples from the children's backups show that the host is talking.
+    room.net.tamper[relay] = withhold(passes_on)
     room.speak("host", 3.0)
     room.net.run_for(0.5)
 
     last = room.host.media.next_seq - 1
     for victim in victims:
         [(change, when)] = watch.switches(victim)
+        backup = tree.position(victim).backup
         assert change.reason == "lossy"
-        assert change.parent == tree.position(victim).backup
+        assert change.parent == backup
         assert when - started <= REPAIR_DEADLINE, when - started
-        assert room.net.peers[victim].media.parent != relay
+        peer = room.net.peers[victim]
+        assert peer.media.parent != relay
+        if passes_on is None:
+            # The evidence: samples its backup sent it, and nothing else.
+            assert any(s.sender == backup and s.to == victim and s.at < when for s in samples)
+            assert peer.statistics().media.witness_frames_received > 0
+        # Now its parent, the old backup takes it as a child and samples nothing for it.
+        assert backup is not None
+        new_parent = room.net.peers[backup].media
+        assert victim in new_parent.children and victim not in new_parent._links.witness
+    # Their own children saw the same lag, were told that their parent was on it, and stayed.
+    lossy = {key for key, change, _ in _changes(watch) if change.reason == "lossy"}
+    assert lossy == set(victims)
     for key in below:
         # Every frame sent once the children left reached the whole subtree, and was played.
         resumed = started + REPAIR_DEADLINE + 0.1
@@ -252,9 +303,16 @@ def test_children_leave_a_relay_that_withholds_frames_within_the_repair_deadline
     assert scores.demoted == (relay,)
     assert scores.accusations_accepted == len(victims)
     assert host_tree(room).children(relay) == ()
+    # Samples went only from a member's backup to that member, while the plan held.
+    plan = {k: tree.position(k).backup for k in tree.members}
+    early = [s for s in samples if s.at < started]
+    assert early and all(plan[s.to] == s.sender for s in early)
 
 
-def test_a_relay_that_silences_one_speaker_is_left_though_others_get_through() -> None:
+@pytest.mark.parametrize("passes_on", [20, None], ids=["one-frame-in-twenty", "nothing"])
+def test_a_relay_that_silences_one_speaker_is_left_though_others_get_through(
+    passes_on: int | None,
+) -> None:
     room = media_room(12, fanout=3, config=CONFIG)
     tree = host_tree(room)
     relay = relay_with_children(room, 3)
@@ -264,16 +322,72 @@ def test_a_relay_that_silences_one_speaker_is_left_though_others_get_through() -
     watch = Watch(room)
     speak_together(room, ["host", guest], 1.0)
     started = room.net.now
-    room.net.tamper[relay] = withhold(20, speaker=index_of(room, outside))
+    room.net.tamper[relay] = withhold(passes_on, speaker=index_of(room, outside))
     speak_together(room, ["host", guest], 2.5)
     room.net.run_for(0.5)
 
     for victim in tree.children(relay):
         [(change, when)] = watch.switches(victim)
-        assert change.reason == "lossy" and when - started <= REPAIR_DEADLINE
+        assert change.reason == "lossy" and when - started <= REPAIR_DEADLINE, when - started
     for key in subtree(room, relay):
         late = [e.seq for e in watch.received(key, outside) if e.arrived >= started + 1.5]
         assert late == list(range(late[0], late[0] + len(late))) and len(late) >= 40
+    assert_only_genuine_audio_played(watch, room)
+    assert room.host.coordinator is not None
+    assert room.host.coordinator.relay_score(relay) < 0.5
+
+
+def test_a_relay_that_claims_to_be_starved_itself_buys_only_a_bounded_delay() -> None:
+    """It passes on nothing, and every answer to its children says that the lag is being
+    dealt with above it.  They allow it more time, and then leave anyway."""
+    room = media_room(12, fanout=3, config=CONFIG)
+    tree = host_tree(room)
+    relay = relay_with_children(room, 3)
+    victims = tree.children(relay)
+    watch = Watch(room)
+    room.speak("host", 1.0)
+
+    def lie(datagram: SendDatagram) -> Sequence[SendDatagram]:
+        if datagram.data[:1] == bytes([FRAME_TYPE]):
+            return ()
+        if datagram.data[:1] == bytes([PROBE_TYPE]):
+            probe = Probe.decode(datagram.data)
+            if probe.role is ProbeRole.PARENT:
+                return (SendDatagram(datagram.address, attrs.evolve(probe, lagging=True).encode()),)
+        return (datagram,)
+
+    started = room.net.now
+    room.net.tamper[relay] = lie
+    room.speak("host", 3.5)
+    for victim in victims:
+        [(change, when)] = watch.switches(victim)
+        assert change.reason == "lossy" and change.parent == tree.position(victim).backup
+        assert REPAIR_DEADLINE < when - started <= EXCUSED_DEADLINE, when - started
+    assert room.host.coordinator is not None
+    assert room.host.coordinator.relay_score(relay) < 0.5
+
+
+def test_a_relay_that_passes_on_a_frame_now_and_then_is_left() -> None:
+    """One frame in 40 (1.25 a second): too few for the loss in one window to mean anything,
+    and often enough to keep the witness samples from running far ahead.  Each gap is as long
+    as a repair upstream, but a repair makes one, and this makes one after another."""
+    room = media_room(12, fanout=3, config=CONFIG)
+    tree = host_tree(room)
+    relay = relay_with_children(room, 3)
+    victims = tree.children(relay)
+    watch = Watch(room)
+    room.speak("host", 1.0)
+    started = room.net.now
+    room.net.tamper[relay] = withhold(40)
+    room.speak("host", 4.0)
+    room.net.run_for(0.3)
+    for victim in victims:
+        [(change, when)] = watch.switches(victim)
+        assert change.reason == "lossy" and change.parent == tree.position(victim).backup
+        assert when - started <= SPARSE_DEADLINE, when - started
+        heard = [e.seq for e in watch.received(victim, room.host.me) if e.arrived > when + 0.1]
+        assert heard == list(range(heard[0], room.host.media.next_seq))
+    assert {key for key, change, _ in _changes(watch) if change.reason == "lossy"} == set(victims)
     assert room.host.coordinator is not None
     assert room.host.coordinator.relay_score(relay) < 0.5
 
@@ -301,16 +415,26 @@ def test_honest_relays_are_not_blamed_for_a_repair_upstream_or_a_lossy_network(
     assert [e for _, e, _ in _changes(watch) if e.reason == "lossy"] == []
     scores = room.host.statistics().relay_scores
     assert scores is not None and scores.scores == {} and scores.demoted == ()
+    # The witness samples were flowing all along: the defence was on, and stayed quiet.
+    stats = [p.statistics().media for p in everyone(room)]
+    assert sum(m.witness_frames_received > 0 for m in stats) >= len(stats) // 2
+    # About one frame in 32 of the speaker's stream per member, a little more while a parent
+    # lags or just after a backup changed: a few percent of the audio.
+    nominal = room.host.media.next_seq * len(stats) / CONFIG.witness_stride
+    assert sum(m.witness_frames_sent for m in stats) < 2 * nominal
 
 
 def test_a_long_outage_upstream_is_not_taken_for_a_dropping_relay() -> None:
     room = media_room(20, fanout=3, config=CONFIG)
     relay = relay_with_children(room, 3, deep=True)
     below = subtree(room, relay)
+    backup = host_tree(room).position(relay).backup
     watch = Watch(room)
     room.speak("host", 1.0)
     # The host passes nothing to the relay for 1.5 s (it still answers its probes), then
-    # everything again: below the relay, one long gap in the counters and a clean stream.
+    # everything again.  The relay's backup shows it the host talking: it leaves the host.
+    # Below it, everyone sees the same lag, but the relay says it is on it, and they stay.
+    started = room.net.now
     cut = room.net.peers[relay].media.address
     room.net.tamper[room.host.me] = on_frames(lambda d: () if d.address == cut else (d,))
     room.speak("host", 1.5)
@@ -318,12 +442,15 @@ def test_a_long_outage_upstream_is_not_taken_for_a_dropping_relay() -> None:
     resumed = room.net.now
     room.speak("host", 2.0)
     room.net.run_for(0.3)
-    assert [e for _, e, _ in _changes(watch) if e.reason == "lossy"] == []
+    [(change, when)] = [(c, t) for c, t in watch.switches(relay) if c.reason != "assigned"]
+    assert change.reason == "lossy" and change.parent == backup
+    assert when - started <= REPAIR_DEADLINE
+    assert [k for k, e, _ in _changes(watch) if e.reason == "lossy"] == [relay]
     for key in below | {relay}:
         heard = [e.seq for e in watch.received(key, room.host.me) if e.arrived > resumed + 0.05]
         assert heard == list(range(heard[0], room.host.media.next_seq))
     scores = room.host.statistics().relay_scores
-    assert scores is not None and scores.accusations_accepted == 0
+    assert scores is not None and scores.accusations_accepted == 0  # the root has no score
 
 
 def test_withheld_frames_are_not_held_against_a_relay_that_just_moved() -> None:
@@ -392,6 +519,275 @@ def test_the_delivery_record_tells_withholding_from_reordering_and_a_repair() ->
     long_run = monitor_after([(seq % 3, seq, seq * FRAME) for seq in range(50_000)])
     assert long_run.speakers == 3
     assert all(len(k.counts) <= long_run.buckets for k in long_run._speakers.values())
+
+
+def test_the_witness_record_tells_withholding_from_a_longer_path_a_repair_and_a_pause() -> None:
+    speaker = 0
+
+    def run(parent: Sequence[int], delay: float, samples: Sequence[int]) -> list[int]:
+        """The parent passes on ``parent`` ``delay`` late; the excess lag at each sample."""
+        monitor = DeliveryMonitor(CONFIG.lossy_window)
+        events = [(seq * FRAME + delay, 0, seq) for seq in parent]
+        events += [(seq * FRAME, 1, seq) for seq in samples]
+        lags = []
+        for when, witness, seq in sorted(events):
+            if not witness:
+                monitor.note(speaker, seq, when)
+            elif monitor.witness_sample(speaker, seq, when):
+                lags.append(monitor.note_witness(speaker, seq, when))
+            else:
+                lags.append(0)  # the parent had it already: no news, and nothing to check
+        return lags
+
+    sampled = list(range(0, 1000, 32))
+    # A parent whose path is five frames longer than the backup's lags that much all along:
+    # once measured (a lag too small to mention), that standing lag is taken off.
+    longer = run(range(1000), 5 * FRAME, sampled)
+    assert longer[1] == 5 and max(longer[2:]) <= 1
+    # A parent that stops passing on anything: the lag grows with the speaker's counter.
+    withheld = run(range(300), 0.0, sampled)
+    assert withheld[-1] > 600 and next(lag for lag in withheld if lag > 0) < 32
+    # One long gap (a repair above the parent), then a clean stream: never near a verdict.
+    repaired = run([*range(300), *range(345, 1000)], 5 * FRAME, range(0, 1000, 4))
+    assert 40 <= max(repaired) < CONFIG.withhold_seconds / FRAME
+    # A pause in speech moves no counter, so it shows no lag however long it is.
+    frames = [*range(300), *range(300, 600)]
+    monitor = DeliveryMonitor(CONFIG.lossy_window)
+    for seq in frames:
+        monitor.note(speaker, seq, seq * FRAME + (60.0 if seq >= 300 else 0.0))
+    assert not monitor.witness_sample(speaker, 320, 66.0)  # already passed on: not checked
+    assert monitor.lag(66.0, fresh=2.0) == 0
+    # A relay that delays every frame to build a standing lag gets at most ``max_floor`` off.
+    late = run(range(1000), 60 * FRAME, sampled)
+    assert min(late[3:]) == 60 - DeliveryMonitor().max_floor
+
+
+def test_long_gaps_one_after_another_are_withholding_but_one_is_a_repair() -> None:
+    def monitor_after(gaps: int, gap: int) -> DeliveryMonitor:
+        monitor, seq = DeliveryMonitor(CONFIG.lossy_window), 0
+        for _ in range(gaps + 1):
+            monitor.note(0, seq, seq * FRAME)
+            seq += gap + 1
+        return monitor
+
+    gap = 39  # one frame in forty passed on
+    now = 3 * (gap + 1) * FRAME
+    assert monitor_after(3, gap).lossy(now, CONFIG.lossy_threshold)
+    assert not monitor_after(1, gap).lossy(now, CONFIG.lossy_threshold)
+    # Gaps that a lossy path explains are no verdict: the loss already explains them.
+    assert not monitor_after(3, gap).lossy(now, CONFIG.lossy_threshold, expected=0.4)
+    assert gap * 0.4 < LONG_GAP <= gap
+    # Long ago is forgotten.
+    assert not monitor_after(3, gap).lossy(now + 3 * CONFIG.lossy_window, CONFIG.lossy_threshold)
+
+
+def _links(me: PublicKey) -> TreeLinks:
+    return TreeLinks(me, room_tag(ROOM))
+
+
+def _witness_request(sender: PublicKey, *, lagging: bool = False) -> Probe:
+    return Probe(room_tag(ROOM), sender, 1, ProbeRole.WITNESS, 1, 0, 0, lagging=lagging)
+
+
+def test_a_backup_samples_only_for_members_that_ask_and_for_few_of_them() -> None:
+    keys = [Identity.from_seed(bytes([i + 1]) * 32, f"m{i}").public_key for i in range(40)]
+    me, parent, child, *others = keys
+    links = _links(me)
+    position = TreePosition(1, Neighbor(parent, "parent"), None, (Neighbor(child, "child"),))
+    links.apply_position(position, 0.0)
+    table = links.witness
+    # Tree neighbours get every frame anyway; a request is never answered.
+    assert links.on_probe(_witness_request(parent), "parent", 0.0) == []
+    assert links.on_probe(_witness_request(child), "child", 0.0) == []
+    assert len(table) == 0 and table.stride_now == 0
+    for key in others:
+        assert links.on_probe(_witness_request(key), f"at-{key.short}", 0.0) == []
+    assert len(table) == MAX_WITNESSED
+    assert table.refused == len(others) - MAX_WITNESSED  # counted in statistics().media.dropped
+    assert table.stride_now == CONFIG.witness_stride
+
+    def sampled(seq: int, now: float) -> list[PublicKey]:
+        """Whom a frame of speaker 0 goes to as a sample (the media session's test, then)."""
+        if not table.stride_now or seq < table.next_sample.get(0, 0):
+            return []
+        return [key for key, _ in table.sample(0, seq, now)]
+
+    # The first frame to arrive in each run of 32 counters, even when counter 32 is lost.
+    assert len(sampled(0, 0.1)) == MAX_WITNESSED
+    assert sampled(5, 0.1) == [] and sampled(31, 0.1) == []
+    assert len(sampled(33, 0.1)) == MAX_WITNESSED
+    # A member whose parent lags gets one frame in four for a moment; the others do not.
+    first = others[0]
+    links.on_probe(_witness_request(first, lagging=True), f"at-{first.short}", 1.0)
+    assert table.stride_now == CONFIG.witness_dense_stride
+    assert sampled(40, 1.1) == [first]
+    assert sampled(42, 1.1) == [] and sampled(44, 1.1) == [first]
+    assert len(sampled(64, 1.1)) == MAX_WITNESSED
+    links.tick(1.5)
+    assert table.stride_now == CONFIG.witness_stride
+    assert sampled(68, 1.5) == [] and sampled(90, 1.5) == []
+    assert len(sampled(100, 1.5)) == MAX_WITNESSED
+    # A member whose backup changed says so; that is believed only from its own address.
+    second = others[1]
+    end = Probe(room_tag(ROOM), second, 1, ProbeRole.WITNESS_END, 3, 0, 0)
+    links.on_probe(end, "elsewhere", 1.6)
+    assert second in table
+    links.on_probe(end, f"at-{second.short}", 1.6)
+    assert second not in table
+    # A member that becomes a child is no longer sampled for; requests run out.
+    links.on_probe(Probe(room_tag(ROOM), first, 1, ProbeRole.CHILD, 2, 0, 0), "new", 2.0)
+    assert first in links.children and first not in table
+    links.tick(table.lease + 1.0)
+    assert len(table) == 0 and table.stride_now == 0
+
+
+def test_samples_are_asked_only_of_a_backup_that_is_neither_parent_nor_child() -> None:
+    me, parent, child, backup = (
+        Identity.from_seed(bytes([i + 1]) * 32, f"m{i}").public_key for i in range(4)
+    )
+    links = _links(me)
+    tag = room_tag(ROOM)
+
+    def requests(until: float) -> list[tuple[float, SendDatagram]]:
+        """Run the timer, the parent answering and the child probing; the witness requests."""
+        out = []
+        while links.next_tick <= until:
+            at = links.next_tick
+            links.on_probe(Probe(tag, child, 1, ProbeRole.CHILD, round(at * 10), 0, 0), "c", at)
+            for item in links.tick(at):
+                if not isinstance(item, SendDatagram):
+                    continue
+                probe = Probe.decode(item.data)
+                if probe.role is ProbeRole.WITNESS:
+                    out.append((at, item))
+                elif probe.role is ProbeRole.CHILD:
+                    answer = Probe(tag, parent, 1, ProbeRole.PARENT, 1, probe.probe_id, 0)
+                    links.on_probe(answer, "parent", at)
+        return out
+
+    now = 0.0
+    children = (Neighbor(child, "c"),)
+    for version, same in enumerate((parent, child), 1):
+        position = TreePosition(version, Neighbor(parent, "parent"), Neighbor(same, "b"), children)
+        links.apply_position(position, now)
+        assert requests(now + 3.0) == []
+        assert not links.witness_from("b") and not links.witness_from("parent")
+        now = links.next_tick
+    position = TreePosition(3, Neighbor(parent, "parent"), Neighbor(backup, "b"), children)
+    links.apply_position(position, now)
+    asked = requests(now + 6.1)
+    # One request at once, then one every three seconds, each good for 7.5.
+    assert [round(at - now, 1) for at, _ in asked] == [0.0, 3.0, 6.0]
+    assert all(item.address == "b" for _, item in asked)
+    assert links.parent is not None and links.parent.key == parent
+    assert links.witness_from("b") and not links.witness_from("parent")
+    # A new backup: the old one is told to stop, the new one asked at once.
+    now = links.next_tick
+    position = TreePosition(4, Neighbor(parent, "parent"), Neighbor(child, "b2"), children)
+    [end] = links.apply_position(position, now)
+    assert isinstance(end, SendDatagram) and end.address == "b"
+    assert Probe.decode(end.data).role is ProbeRole.WITNESS_END
+    other = Identity.from_seed(bytes([9]) * 32, "m9").public_key
+    position = TreePosition(5, Neighbor(parent, "parent"), Neighbor(other, "b3"), children)
+    assert links.apply_position(position, now) == []  # "b2" (a child) was never asked
+    assert [item.address for _, item in requests(now + 0.1)] == ["b3"]
+    assert links.witness_from("b3") and not links.witness_from("b")
+
+
+def test_a_relay_tells_its_children_when_the_lag_they_see_is_not_its_doing() -> None:
+    me, parent, child, backup = (
+        Identity.from_seed(bytes([i + 1]) * 32, f"m{i}").public_key for i in range(4)
+    )
+    links = _links(me)
+    tag = room_tag(ROOM)
+    position = TreePosition(1, Neighbor(parent, "p"), Neighbor(backup, "b"), ())
+    links.apply_position(position, 0.0)
+
+    def answer_to_child(now: float) -> bool:
+        out = links.on_probe(Probe(tag, child, 1, ProbeRole.CHILD, 1, 0, 0), "c", now)
+        [answer] = [item for item in out if isinstance(item, SendDatagram)]
+        return Probe.decode(answer.data).lagging
+
+    def from_parent(lagging: bool, now: float, probe_id: int) -> None:
+        answer = Probe(tag, parent, 1, ProbeRole.PARENT, probe_id, 0, 0, lagging=lagging)
+        links.on_probe(answer, "p", now)
+
+    assert not answer_to_child(0.1)
+    # Its parent says that it lags behind its own samples: so does this relay, below it.
+    from_parent(True, 0.2, probe_id=2)
+    assert answer_to_child(0.3)
+    from_parent(False, 0.35, probe_id=1)  # an older answer, overtaken on the way: no news
+    assert answer_to_child(0.35)
+    from_parent(False, 0.4, probe_id=3)
+    assert not answer_to_child(0.5)
+    # Its own parent lags behind the samples from its backup.
+    links.note_delivery("p", 0, 100, 0.6)
+    links.note_witness(0, 100 + links.lagging_frames, 0.7)
+    assert links.lagging and answer_to_child(0.8)
+    # Just moved to its backup: the new parent is still catching up, for a moment.
+    links.parent_left(1.0)
+    assert links.parent is not None and links.parent.key == backup and not links.lagging
+    assert answer_to_child(1.1) and not answer_to_child(1.0 + links.settle + 0.1)
+
+
+def test_a_witness_sample_is_evidence_only_never_played_or_passed_on(work: Work) -> None:
+    room = media_room(12, fanout=3, config=CONFIG)
+    tree = host_tree(room)
+    key = next(k for k in tree.members if tree.position(k).backup and tree.children(k))
+    peer = room.net.peers[key]
+    parent_key, backup_key = tree.parent(key), tree.position(key).backup
+    assert parent_key is not None and backup_key is not None
+    parent = room.net.peers[parent_key].media.address
+    backup = room.net.peers[backup_key].media.address
+    frames = room.capture("host", 40)
+    now = room.net.now
+    for frame in frames[:10]:
+        peer.receive_datagram(frame, parent, now)
+    peer.outbound()
+    peer.events()
+    before = peer.statistics().media
+    work.signatures = 0
+    peer.receive_datagram(wrap(frames[5]), backup, now)  # the parent passed it on: no news
+    assert work.signatures == 0
+    peer.receive_datagram(wrap(frames[30]), backup, now)  # news: checked, and the lag noted
+    assert work.signatures == 1
+    peer.receive_datagram(wrap(frames[30]), backup, now)  # a replay of it: no news again
+    assert work.signatures == 1
+    # Nothing was played or passed on.  The parent now lags: the backup is asked for more
+    # samples, the parent probed at once (its answer says if it lags behind its own), and
+    # the children told, so that they do not blame this peer for the lag they see.
+    sent = [d for d in peer.outbound() if isinstance(d, SendDatagram)]
+    assert all(d.data[:1] == bytes([PROBE_TYPE]) for d in sent)
+    probes = [(Probe.decode(d.data), d.address) for d in sent]
+    assert [(p.role, to) for p, to in probes[:2]] == [
+        (ProbeRole.WITNESS, backup),
+        (ProbeRole.CHILD, parent),
+    ]
+    children = {room.net.peers[child].media.address for child in tree.children(key)}
+    assert {to for _, to in probes[2:]} == children
+    assert all(p.lagging for p, _ in probes if p.role is not ProbeRole.CHILD)
+    assert [e for e in peer.events() if isinstance(e, (FrameReceived, AudioOut))] == []
+    after = peer.statistics().media
+    assert (after.frames_accepted, after.frames_forwarded) == (
+        before.frames_accepted,
+        before.frames_forwarded,
+    )
+    assert after.witness_frames_received == before.witness_frames_received + 3
+    assert after.dropped_total == before.dropped_total
+    # It was not marked seen either: the parent's copy is taken, passed on and played.
+    peer.receive_datagram(frames[30], parent, now)
+    assert peer.statistics().media.frames_accepted == before.frames_accepted + 1
+    assert [e.seq for e in peer.events() if isinstance(e, FrameReceived)] == [30]
+    # From anyone but the backup a sample is refused unread; a forged one at its signature.
+    peer.receive_datagram(wrap(frames[31]), parent, now)
+    assert dropped(peer, "witness-unasked") == 1
+    forged = bytearray(wrap(frames[35]))
+    forged[-1] ^= 1
+    peer.receive_datagram(bytes(forged), backup, now)
+    assert dropped(peer, "bad-signature") == 1
+    peer.receive_datagram(wrap(frames[36][:20]), backup, now)
+    assert dropped(peer, "malformed") == 1
+    assert peer.statistics().media.witness_frames_received == after.witness_frames_received
 
 
 def test_a_member_cannot_lower_the_score_of_a_relay_it_is_not_under() -> None:
