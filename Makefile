@@ -32,7 +32,7 @@ help:
 	@echo "make test       install what is missing, then lint, typecheck and pytest (this is CI)"
 	echo "make demo       install what is missing, then run '$(BIN)/mitalk demo'"
 	echo "make bench      install what is missing, then run the benchmarks of BENCHMARKS.md"
-	echo "                ($(BENCH_RUNS) runs each, results in $(BENCH_OUT)/; about 45 minutes)"
+	echo "                ($(BENCH_RUNS) runs each, results in $(BENCH_OUT)/; about 15 minutes)"
 	echo "make fuzz       install what is missing and atheris, then fuzz every parser"
 	echo "                ($(FUZZ_SECONDS) s per target, FUZZ_TARGETS=... to pick; corpus in $(FUZZ_DIR)/)"
 	echo "make install    only the installation steps (system packages, $(VENV), package)"
