@@ -154,11 +154,15 @@ class UdpEndpoint:
                 continue
             batch.append((data, format_address(source[0], source[1])))
         if batch:
-            counts["datagrams_received"] += len(batch)
-            counts["batches"] += 1
-            if len(batch) > counts["largest_batch"]:
-                counts["largest_batch"] = len(batch)
+            self._count_batch(len(batch))
         return batch
+
+    def _count_batch(self, size: int) -> None:
+        counts = self._counts
+        counts["datagrams_received"] += size
+        counts["batches"] += 1
+        if size > counts["largest_batch"]:
+            counts["largest_batch"] = size
 
     def _drain_stamped(self, max_batch: int) -> tuple[list[tuple[bytes, str]], list[float]]:
         """:meth:`_drain` with each datagram's kernel arrival time (NaN if missing)."""
@@ -183,9 +187,7 @@ class UdpEndpoint:
             batch.append((data, format_address(source[0], source[1])))
             arrivals.append(arrival)
         if batch:
-            self._counts["datagrams_received"] += len(batch)
-            self._counts["batches"] += 1
-            self._counts["largest_batch"] = max(self._counts["largest_batch"], len(batch))
+            self._count_batch(len(batch))
         return batch, arrivals
 
     def send(self, data: bytes, address: str) -> bool:

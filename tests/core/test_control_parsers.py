@@ -45,6 +45,7 @@ from mitalk_p2p.core.roles import Role
 from mitalk_p2p.core.room_state import RoomState
 from mitalk_p2p.core.term import Term
 from mitalk_p2p.core.wire import Reader, Writer
+from tests.strategies import mutated
 
 from .room_fixtures import CONFIG, ROOM, join, make_room, person
 
@@ -204,24 +205,6 @@ def deliveries() -> st.SearchStrategy[Delivery]:
 
 
 # --- mutations ------------------------------------------------------------------------------
-
-
-@st.composite
-def mutated(draw: st.DrawFn, data: bytes) -> bytes:
-    """``data`` with one byte changed, bytes inserted or deleted, or its tail cut off."""
-    how = draw(st.sampled_from(["flip", "insert", "delete", "truncate", "overwrite"]))
-    if how == "truncate":
-        return data[: draw(st.integers(0, len(data) - 1))]
-    if how == "insert":
-        at = draw(st.integers(0, len(data)))
-        return data[:at] + draw(st.binary(min_size=1, max_size=8)) + data[at:]
-    at = draw(st.integers(0, len(data) - 1))
-    if how == "flip":
-        return data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
-    if how == "delete":
-        return data[:at] + data[at + draw(st.integers(1, 8)) :]
-    patch = draw(st.binary(min_size=1, max_size=8))
-    return data[:at] + patch + data[at + len(patch) :]
 
 
 def after_header(kinds: st.SearchStrategy[int]) -> st.SearchStrategy[bytes]:
